@@ -1,0 +1,101 @@
+"""The engine on its own thread, driven from asyncio, with the tiny model."""
+
+import asyncio
+
+import pytest
+from mlx_lm.utils import load
+
+from triton_mlx.engine.engine import Engine
+from triton_mlx.engine.types import (
+    EngineError,  # noqa: F401  (documented failure type)
+    GenerationRequest,
+    QueueFullError,
+    SamplingParams,
+)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_repository):
+    engine = Engine(lambda: load(str(tiny_repository / "tiny")), name="tiny", slots=2,
+                    max_queue=1)
+    engine.start()
+    engine.wait_loaded(60)
+    yield engine
+    engine.stop()
+
+
+def prompt(engine, text="Hello world"):
+    return engine.tokenizer.encode(text)
+
+
+async def collect(stream):
+    texts, last = [], None
+    async for output in stream:
+        texts.append(output.text)
+        last = output
+    return "".join(texts), last
+
+
+def test_sequences_with_different_parameters_share_the_batch(engine):
+    async def main():
+        greedy = SamplingParams(temperature=0.0, logit_bias={2: -100.0})
+        seeded = SamplingParams(temperature=0.9, top_p=0.9, seed=7, logit_bias={2: -100.0})
+        streams = [
+            engine.submit(GenerationRequest(prompt(engine), 12, greedy)),
+            engine.submit(GenerationRequest(prompt(engine), 12, seeded)),
+        ]
+        return await asyncio.gather(*(collect(s) for s in streams))
+
+    (greedy_text, greedy_last), (seeded_text, seeded_last) = asyncio.run(main())
+    assert greedy_last.finish_reason == "length" and greedy_last.completion_tokens == 12
+    assert seeded_last.finish_reason == "length"
+    assert engine.stats().running == 0 and engine.stats().queued == 0
+
+
+def test_greedy_and_seeded_outputs_are_reproducible_whatever_the_batch(engine):
+    seeded = SamplingParams(temperature=1.0, seed=1234, logit_bias={2: -100.0})
+
+    async def alone():
+        return await collect(engine.submit(GenerationRequest(prompt(engine), 16, seeded)))
+
+    async def with_company():
+        noise = SamplingParams(temperature=1.0, logit_bias={2: -100.0})
+        other = engine.submit(GenerationRequest(prompt(engine, "The quick"), 16, noise))
+        mine = engine.submit(GenerationRequest(prompt(engine), 16, seeded))
+        results = await asyncio.gather(collect(mine), collect(other))
+        return results[0]
+
+    assert asyncio.run(alone())[0] == asyncio.run(with_company())[0]
+
+
+def test_full_queue_refuses_and_cancel_frees_the_slot(engine):
+    async def main():
+        long = GenerationRequest(prompt(engine), 400, SamplingParams(0.0, logit_bias={2: -100.0}))
+        streams = [engine.submit(long) for _ in range(3)]  # 2 slots + 1 queued
+        with pytest.raises(QueueFullError):
+            engine.submit(long)
+        for s in streams:
+            s.cancel()
+        for _ in range(200):
+            stats = engine.stats()
+            if stats.running == 0 and stats.queued == 0:
+                return stats
+            await asyncio.sleep(0.01)
+        return engine.stats()
+
+    stats = asyncio.run(main())
+    assert (stats.running, stats.queued) == (0, 0)
+
+
+def test_stop_string_ends_generation_without_leaking(engine):
+    greedy = SamplingParams(temperature=0.0, logit_bias={2: -100.0})
+
+    async def main(stop=()):
+        return await collect(engine.submit(GenerationRequest(prompt(engine), 24, greedy, stop)))
+
+    full, _ = asyncio.run(main())
+    assert len(full) > 6
+    stop = full[3:6]
+    text, last = asyncio.run(main((stop,)))
+    assert last.finish_reason == "stop"
+    assert text == full[: full.index(stop)]

@@ -1,0 +1,92 @@
+"""Per-sequence samplers and logits processors, built on the engine thread.
+
+Each sequence in a batch carries its own sampler and processors, so requests with different
+parameters share one batch. Greedy sequences share one sampler object, which lets mlx-lm's
+batch step sample them in a single call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import mlx.core as mx
+from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, greedy_sampler
+
+from triton_mlx.engine.types import SamplingParams
+
+Sampler = Callable[[mx.array], mx.array]
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
+
+
+def make_sampler(params: SamplingParams, vocab_size: int) -> Sampler:
+    """A sampler for ``params``: argmax at temperature 0, else filtered categorical sampling.
+
+    With a ``seed`` the sampler owns its random key, so its draws do not depend on which other
+    sequences share the batch.
+    """
+    if params.greedy:
+        return greedy_sampler
+    filters: list[Callable[[mx.array], mx.array]] = []
+    if 0.0 < params.top_p < 1.0:
+        filters.append(lambda x: apply_top_p(x, params.top_p))
+    if params.min_p > 0.0:
+        filters.append(lambda x: apply_min_p(x, params.min_p))
+    if 0 < params.top_k < vocab_size:  # top_k >= vocab keeps every token: nothing to filter
+        filters.append(lambda x: apply_top_k(x, params.top_k))
+    inverse_temperature = 1.0 / params.temperature
+    key = mx.random.key(params.seed) if params.seed is not None else None
+
+    def sample(logprobs: mx.array) -> mx.array:
+        nonlocal key
+        for apply_filter in filters:
+            logprobs = apply_filter(logprobs)
+        if key is None:
+            return mx.random.categorical(logprobs * inverse_temperature)
+        key, subkey = mx.random.split(key)
+        return mx.random.categorical(logprobs * inverse_temperature, key=subkey)
+
+    return sample
+
+
+def make_logits_processors(params: SamplingParams, prompt_length: int) -> list[LogitsProcessor]:
+    """Processors for logit bias and the three penalties; empty when none is set.
+
+    A processor receives the sequence's tokens so far (prompt + generated) and the logits of
+    shape (1, vocab). Frequency and presence penalties count generated tokens only, as OpenAI
+    defines them; the repetition penalty (Hugging Face's) covers prompt and output.
+    """
+    processors: list[LogitsProcessor] = []
+    if params.logit_bias:
+        ids = mx.array(list(params.logit_bias.keys()))
+        bias = mx.array(list(params.logit_bias.values()))
+        processors.append(lambda _tokens, logits: logits.at[:, ids].add(bias.astype(logits.dtype)))
+    if params.frequency_penalty or params.presence_penalty:
+        processors.append(_output_penalty(params, prompt_length))
+    if params.repetition_penalty != 1.0:
+        processors.append(_repetition_penalty(params.repetition_penalty))
+    return processors
+
+
+def _output_penalty(params: SamplingParams, prompt_length: int) -> LogitsProcessor:
+    frequency, presence = params.frequency_penalty, params.presence_penalty
+
+    def apply(tokens: mx.array, logits: mx.array) -> mx.array:
+        generated = tokens[prompt_length:]
+        if generated.size == 0:
+            return logits
+        counts = mx.zeros((logits.shape[-1],), dtype=logits.dtype).at[generated].add(1)
+        penalty = frequency * counts + presence * (counts > 0).astype(logits.dtype)
+        return logits - penalty[None, :]
+
+    return apply
+
+
+def _repetition_penalty(penalty: float) -> LogitsProcessor:
+    def apply(tokens: mx.array, logits: mx.array) -> mx.array:
+        if tokens.size == 0:
+            return logits
+        seen = logits[:, tokens]
+        logits[:, tokens] = mx.where(seen < 0, seen * penalty, seen / penalty)
+        return logits
+
+    return apply

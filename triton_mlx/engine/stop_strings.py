@@ -1,0 +1,48 @@
+"""Stop-string matching on decoded text.
+
+Stop strings are matched on text, not on token ids, so a stop string is found however the model
+happens to tokenize it, including when it is split across several tokens. Text that might be the
+beginning of a stop string is held back until it is known not to be, so a client never sees a
+partial stop string.
+"""
+
+from __future__ import annotations
+
+
+class StopStringMatcher:
+    """Feed decoded text in pieces; get back the part that is safe to emit."""
+
+    def __init__(self, stop: tuple[str, ...] | list[str]) -> None:
+        self._stop = tuple(s for s in stop if s)
+        self._pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Add ``text``; return (text safe to emit, whether a stop string was found).
+
+        On a match the text before the stop string is returned and everything from the stop
+        string on is dropped.
+        """
+        if not self._stop:
+            return text, False
+        buffer = self._pending + text
+        cut = min((i for i in (buffer.find(s) for s in self._stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self._pending = ""
+            return buffer[:cut], True
+        held = self._longest_partial_suffix(buffer)
+        self._pending = buffer[len(buffer) - held :]
+        return buffer[: len(buffer) - held], False
+
+    def flush(self) -> str:
+        """Return the held-back text once the sequence has ended without a match."""
+        text, self._pending = self._pending, ""
+        return text
+
+    def _longest_partial_suffix(self, buffer: str) -> int:
+        longest = 0
+        for stop in self._stop:
+            for size in range(min(len(stop) - 1, len(buffer)), longest, -1):
+                if buffer.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest

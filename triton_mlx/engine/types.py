@@ -1,0 +1,77 @@
+"""Plain data passed between the front-ends and the engine.
+
+Nothing here imports MLX, so front-ends can build requests and read outputs without touching
+the engine's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence picks its next token; every field is honoured while batched."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sequence to generate: already tokenized, already validated."""
+
+    prompt_tokens: list[int]
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    """What one engine step produced for one sequence.
+
+    ``text`` is new, complete UTF-8 text that is safe to show: it never ends inside a multi-byte
+    character and never holds the start of a stop string. ``finish_reason`` is set on the last
+    output of a sequence only ("stop" or "length").
+    """
+
+    text: str
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of an engine's occupancy, for metrics, readiness and tests."""
+
+    running: int
+    queued: int
+    slots: int
+    max_queue: int
+    generated_tokens: int
+    prompt_tokens: int
+
+
+class EngineError(Exception):
+    """Generation failed inside the engine; the message is safe to show to a client."""
+
+
+class QueueFullError(EngineError):
+    """Every batch slot is busy and the waiting queue is full."""
+
+
+class EngineNotRunningError(EngineError):
+    """The engine is stopping or stopped and takes no new requests."""
