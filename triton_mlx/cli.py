@@ -1,0 +1,171 @@
+"""Command line: ``python -m triton_mlx`` serves; ``python -m triton_mlx import-gguf`` converts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from triton_mlx.config import ServerConfig
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CONTROL_MODES = ("none", "poll", "explicit")
+
+
+def _port(text: str) -> int:
+    value = _int_at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0-65535)")
+    return value
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a directory")
+    return path
+
+
+def _readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a readable file")
+    return path
+
+
+def _level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="triton-mlx",
+        description="Serve MLX language models over the OpenAI API (and, as it lands, "
+        "NVIDIA Triton's HTTP protocol). Subcommand: 'import-gguf FILE DEST' converts a "
+        "llama-family GGUF file into a model folder.",
+    )
+    p.add_argument("--model-repository", type=_existing_dir, required=True, metavar="PATH",
+                   help="Model repository: every sub-folder with a config.json is a model, "
+                   "named after its folder (required).")
+    p.add_argument("--host", default="0.0.0.0", help="Bind address (default: 0.0.0.0).")
+    p.add_argument("--openai-port", type=_port, default=9000, metavar="PORT",
+                   help="OpenAI API port (default: 9000).")
+    p.add_argument("--http-port", type=_port, default=8000, metavar="PORT",
+                   help="Triton/KServe v2 HTTP API port (default: 8000). Accepted now; the "
+                   "Triton protocol (/v2/...) is served on it once that front-end lands.")
+    p.add_argument("--log-level", type=_level, default="INFO", metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING, ERROR (default: INFO). Prompts and outputs "
+                   "are logged only at DEBUG.")
+    p.add_argument("--max-memory-gb", type=_positive_float, default=None, metavar="GB",
+                   help="Memory budget for models and KV caches, in GB (default: the "
+                   "device's limit). Sets MLX's memory limit now; memory-based admission "
+                   "control and runtime profiles use it as they land.")
+    p.add_argument("--default-max-tokens", type=_int_at_least(1), default=256, metavar="N",
+                   help="Tokens generated when a request sets no max_tokens (default: 256; "
+                   "trimmed to the model's max_tokens and context).")
+    p.add_argument("--chat-template", type=_readable_file, default=None, metavar="PATH",
+                   help="Jinja2 chat template that replaces every model's own template.")
+    p.add_argument("--model-control-mode", choices=CONTROL_MODES, default="poll",
+                   metavar="MODE",
+                   help="none, poll, explicit (default: poll). Today every mode loads all "
+                   "models at start; polling the repository for new, changed and removed "
+                   "models (poll) and load/unload over the API (explicit) land with the "
+                   "Triton front-end.")
+    p.add_argument("--repository-poll-secs", type=_positive_float, default=15.0, metavar="N",
+                   help="Seconds between repository scans in poll mode (default: 15).")
+    p.add_argument("--max-concurrent-requests", type=_int_at_least(1), default=4,
+                   metavar="N",
+                   help="Sequences generated at once per model: the continuous-batching "
+                   "slots (default: 4; a model's max_batch_size caps it further).")
+    p.add_argument("--max-queued-requests", type=_int_at_least(0), default=32, metavar="N",
+                   help="Requests per model that may wait for a free slot; beyond that "
+                   "requests get 429 with Retry-After (default: 32).")
+    p.add_argument("--api-key", default=os.environ.get("TRITON_MLX_API_KEY"), metavar="KEY",
+                   help="Require 'Authorization: Bearer KEY' on every route but the health "
+                   "checks (default: the TRITON_MLX_API_KEY environment variable; none).")
+    p.add_argument("--json-logs", action="store_true",
+                   help="One JSON object per log line instead of human-readable text.")
+    p.add_argument("--max-request-mb", type=_positive_float, default=8.0, metavar="MB",
+                   help="Largest request body accepted; larger ones get 413 (default: 8).")
+    return p
+
+
+def import_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="triton-mlx import-gguf",
+        description="Convert a llama-family GGUF file (Q4_0, Q4_1, Q8_0, F16, F32 tensors) "
+        "into an mlx-lm model folder, keeping its quantization.",
+    )
+    p.add_argument("gguf", type=Path, help="The .gguf file.")
+    p.add_argument("dest", type=Path, help="The model folder to create, e.g. "
+                   "model_repository/MyModel.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        model_repository=args.model_repository,
+        host=args.host,
+        openai_port=args.openai_port,
+        http_port=args.http_port,
+        log_level=args.log_level,
+        max_memory_gb=args.max_memory_gb,
+        default_max_tokens=args.default_max_tokens,
+        chat_template=args.chat_template,
+        model_control_mode=args.model_control_mode,
+        repository_poll_secs=args.repository_poll_secs,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_queued_requests=args.max_queued_requests,
+        api_key=args.api_key or None,
+        json_logs=args.json_logs,
+        max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+    if argv[:1] == ["import-gguf"]:
+        return _import_gguf(import_parser().parse_args(argv[1:]))
+    from triton_mlx.server import run
+
+    return run(config_from_args(serve_parser().parse_args(argv)))
+
+
+def _import_gguf(args: argparse.Namespace) -> int:
+    from triton_mlx.gguf.importer import GGUFImportError, import_gguf
+
+    try:
+        dest = import_gguf(args.gguf, args.dest, overwrite=args.overwrite)
+    except GGUFImportError as exc:
+        print(f"import-gguf: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"imported {args.gguf} -> {dest}")
+    return 0

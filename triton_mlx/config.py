@@ -1,0 +1,26 @@
+"""Server-wide settings, as parsed from the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_repository: Path
+    host: str = "0.0.0.0"
+    openai_port: int = 9000
+    http_port: int = 8000
+    log_level: str = "INFO"
+    max_memory_gb: float | None = None
+    default_max_tokens: int = 256
+    chat_template: Path | None = None
+    model_control_mode: str = "poll"
+    repository_poll_secs: float = 15.0
+    max_concurrent_requests: int = 4
+    max_queued_requests: int = 32
+    api_key: str | None = None
+    json_logs: bool = False
+    max_request_bytes: int = 8 * 1024 * 1024
+    warmup: bool = True

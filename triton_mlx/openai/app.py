@@ -1,0 +1,250 @@
+"""The OpenAI-compatible API: routes, and the handlers that translate to the engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from triton_mlx.auth import bearer_auth
+from triton_mlx.config import ServerConfig
+from triton_mlx.engine.prompts import PromptError
+from triton_mlx.engine.types import EngineError
+from triton_mlx.http import (
+    BodyDecodeError,
+    Request,
+    Response,
+    Router,
+    StreamingResponse,
+    json_response,
+    sse_event,
+    text_response,
+)
+from triton_mlx.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from triton_mlx.observability.server_metrics import ServerMetrics
+from triton_mlx.openai import generation as gen
+from triton_mlx.openai.errors import OpenAIError, format_error
+from triton_mlx.openai.responses import CompletionShape, usage
+from triton_mlx.openai.validation import (
+    ChatParams,
+    CompletionParams,
+    GenerationParams,
+    parse_chat,
+    parse_completion,
+)
+from triton_mlx.repository.repository import ModelEntry, ModelRepository, ModelState
+
+logger = logging.getLogger("triton_mlx.openai")
+
+HEALTH_PATHS = ("/v1/health/live", "/v1/health/ready")
+
+
+class OpenAIFrontend:
+    """Validates OpenAI requests, hands them to the engines and shapes the answers."""
+
+    def __init__(
+        self, repository: ModelRepository, config: ServerConfig, metrics: ServerMetrics
+    ) -> None:
+        self.repository = repository
+        self.config = config
+        self.metrics = metrics
+
+    def router(self) -> Router:
+        router = Router(format_error)
+        if self.config.api_key:
+            router.add_middleware(
+                bearer_auth(
+                    self.config.api_key,
+                    exempt_paths=HEALTH_PATHS,
+                    unauthorized=lambda message: OpenAIError(
+                        401, message, code="invalid_api_key"
+                    ).response(),
+                )
+            )
+        router.add_middleware(_openai_errors)
+        router.add("POST", "/v1/chat/completions", self.chat_completions)
+        router.add("POST", "/v1/completions", self.completions)
+        router.add("GET", "/v1/models", self.list_models)
+        router.add("GET", "/v1/models/{model_id:path}", self.get_model)
+        router.add("GET", "/v1/health/live", self.live)
+        router.add("GET", "/v1/health/ready", self.ready)
+        router.add("GET", "/v1/metrics", self.metrics_text)
+        return router
+
+    # ----- generation -----
+
+    async def chat_completions(self, request: Request) -> Response | StreamingResponse:
+        params = parse_chat(_json_body(request))
+        model = gen.resolve_model(self.repository, params.model)
+        try:
+            tokens = model.prompts.chat(params.messages)
+        except PromptError as exc:
+            raise OpenAIError(400, str(exc), param="messages") from None
+        gen.check_prompt_tokens(model, tokens, "messages")
+        return await self._generate(request, params, model, [tokens], chat=True)
+
+    async def completions(self, request: Request) -> Response | StreamingResponse:
+        params = parse_completion(_json_body(request))
+        model = gen.resolve_model(self.repository, params.model)
+        prompts = [
+            p if isinstance(p, list) else model.prompts.completion(p) for p in params.prompts
+        ]
+        for tokens in prompts:
+            gen.check_prompt_tokens(model, tokens, "prompt")
+        return await self._generate(request, params, model, prompts, chat=False)
+
+    async def _generate(
+        self,
+        request: Request,
+        params: ChatParams | CompletionParams,
+        model: gen.ServedModel,
+        prompts: list[list[int]],
+        *,
+        chat: bool,
+    ) -> Response | StreamingResponse:
+        max_tokens = [gen.resolve_max_tokens(model, params, len(p), self.config) for p in prompts]
+        sampling = gen.sampling_params(model, params)
+        generation = gen.submit(model, prompts, max_tokens, sampling, params.stop,
+                                request.request_id)
+        request.log_fields.update(model=model.name, prompt_tokens=generation.prompt_tokens)
+        shape = CompletionShape(chat=chat, model=model.name)
+        if params.stream:
+            return StreamingResponse(self._stream(request, generation, shape, params))
+        texts: list[list[str]] = [[] for _ in prompts]
+        reasons: list[str | None] = [None] * len(prompts)
+        try:
+            async for index, output in generation.outputs():
+                texts[index].append(output.text)
+                reasons[index] = output.finish_reason or reasons[index]
+        except EngineError as exc:
+            raise OpenAIError(500, str(exc), code="engine_error") from None
+        finally:
+            generation.cancel()  # no-op when finished; frees the slots if the client left
+            self._record(request, generation, chat)
+        body = shape.body(
+            ["".join(t) for t in texts],
+            reasons,
+            usage(generation.prompt_tokens, generation.total_completion_tokens),
+        )
+        return json_response(body)
+
+    async def _stream(
+        self,
+        request: Request,
+        generation: gen.Generation,
+        shape: CompletionShape,
+        params: GenerationParams,
+    ) -> AsyncIterator[bytes]:
+        """SSE events: a role chunk (chat), text chunks, a finish chunk per choice, then
+        the usage chunk if asked for, then ``[DONE]``. An engine failure after the stream
+        has started becomes an in-band error event."""
+        with_usage = params.include_usage
+        try:
+            if shape.chat:
+                for index in range(len(generation.streams)):
+                    yield _event(shape.chunk(index, "", None, role=True,
+                                             with_usage_field=with_usage))
+            async for index, output in generation.outputs():
+                if output.text:
+                    yield _event(shape.chunk(index, output.text, None,
+                                             with_usage_field=with_usage))
+                if output.finish_reason:
+                    yield _event(shape.chunk(index, None if shape.chat else "",
+                                             output.finish_reason, with_usage_field=with_usage))
+            if with_usage:
+                yield _event(shape.usage_chunk(
+                    usage(generation.prompt_tokens, generation.total_completion_tokens)))
+        except EngineError as exc:
+            yield sse_event(OpenAIError(500, str(exc), code="engine_error").sse_data())
+        finally:
+            generation.cancel()
+            self._record(request, generation, shape.chat)
+        yield sse_event("[DONE]")
+
+    def _record(self, request: Request, generation: gen.Generation, chat: bool) -> None:
+        now = time.perf_counter()
+        completion_tokens = generation.total_completion_tokens
+        request.log_fields["completion_tokens"] = completion_tokens
+        first = generation.first_token_at
+        self.metrics.observe_generation(
+            model=generation.model.name,
+            route="chat" if chat else "completions",
+            duration=now - generation.started,
+            first_token_after=None if first is None else first - generation.started,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    # ----- models, health, metrics -----
+
+    async def list_models(self, request: Request) -> Response:
+        return json_response(
+            {"object": "list", "data": [_model_card(e) for e in self.repository.entries()]}
+        )
+
+    async def get_model(self, request: Request) -> Response:
+        model_id = request.path_params["model_id"]
+        entry = self.repository.get(model_id)
+        if entry is None:
+            raise OpenAIError(404, f"the model {model_id!r} does not exist",
+                              param="model", code="model_not_found")
+        return json_response(_model_card(entry))
+
+    async def live(self, request: Request) -> Response:
+        return json_response({"status": "live"})
+
+    async def ready(self, request: Request) -> Response:
+        models = {e.name: str(e.state) for e in self.repository.entries()}
+        if self.repository.ready:
+            return json_response({"status": "ready", "models": models})
+        return json_response({"status": "not ready", "models": models}, status=503)
+
+    async def metrics_text(self, request: Request) -> Response:
+        return text_response(self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
+
+
+async def _openai_errors(request: Request, call_next) -> Response | StreamingResponse:
+    """Turn OpenAIError raised anywhere in a handler into its JSON response."""
+    try:
+        return await call_next(request)
+    except OpenAIError as exc:
+        return exc.response()
+
+
+def _json_body(request: Request) -> object:
+    content_type = (request.headers.get("content-type") or "application/json").lower()
+    if "json" not in content_type:
+        raise OpenAIError(
+            415 if request.body else 400,
+            f"unsupported Content-Type {content_type!r}: send application/json",
+        )
+    try:
+        return request.json()
+    except BodyDecodeError as exc:
+        raise OpenAIError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+def _event(chunk: dict) -> bytes:
+    return sse_event(json.dumps(chunk, separators=(",", ":"), ensure_ascii=False))
+
+
+def _model_card(entry: ModelEntry) -> dict:
+    card = {
+        "id": entry.name,
+        "object": "model",
+        "created": entry.model.created if entry.model else int(entry.path.stat().st_mtime),
+        "owned_by": "triton-mlx",
+        "display_name": entry.display_name,
+        "state": str(entry.state),
+    }
+    if entry.state is ModelState.UNAVAILABLE:
+        card["reason"] = entry.reason
+    if entry.model is not None:
+        model = entry.model
+        card["context_length"] = model.context_length
+        card["max_batch_size"] = model.engine.slots
+        if model.max_tokens_limit is not None:
+            card["max_tokens"] = model.max_tokens_limit
+        card["chat_template"] = model.prompts.has_chat_template
+    return card

@@ -1,0 +1,181 @@
+"""The model repository: one sub-folder with a ``config.json`` per model.
+
+A folder's name is the model's id. Each model goes through LOADING to READY, or to UNAVAILABLE
+with a reason; one broken folder is logged and listed, and never stops the server or the other
+models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from triton_mlx.config import ServerConfig
+from triton_mlx.engine.engine import Engine
+from triton_mlx.engine.prompts import PromptBuilder
+from triton_mlx.repository.loading import load_model_folder
+from triton_mlx.repository.settings import ModelFolderError, ModelSettings, read_settings
+
+logger = logging.getLogger("triton_mlx.repository")
+
+
+class ModelState(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass
+class ServedModel:
+    """A loaded model as the front-ends see it: its engine, its prompts and its limits."""
+
+    name: str
+    display_name: str
+    engine: Engine
+    prompts: PromptBuilder
+    context_length: int | None
+    vocab_size: int
+    max_tokens_limit: int | None
+    default_temperature: float | None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class ModelEntry:
+    """One folder of the repository and what became of it."""
+
+    name: str
+    path: Path
+    state: ModelState
+    reason: str = ""
+    settings: ModelSettings = field(default_factory=ModelSettings)
+    model: ServedModel | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.settings.display_name or self.name
+
+
+class ModelRepository:
+    """Discovers, loads and unloads the models of one repository folder."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.root = Path(config.model_repository)
+        self._entries: dict[str, ModelEntry] = {}
+        self._chat_template_override = (
+            config.chat_template.read_text(encoding="utf-8") if config.chat_template else None
+        )
+
+    def discover(self) -> list[str]:
+        """Names of the sub-folders that hold a ``config.json``, sorted."""
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()
+        )
+
+    async def load_all(self) -> None:
+        """Load every discovered model, one at a time so peaks of memory never add up."""
+        for name in self.discover():
+            await self.load(name)
+
+    async def load(self, name: str) -> ModelEntry:
+        path = self.root / name
+        entry = ModelEntry(name=name, path=path, state=ModelState.LOADING)
+        self._entries[name] = entry
+        logger.info("loading model %s from %s", name, path)
+        started = time.perf_counter()
+        try:
+            entry.settings = read_settings(path)
+            entry.model = await asyncio.to_thread(self._load_model, name, path, entry.settings)
+        except Exception as exc:  # any failure makes this model, and only it, unavailable
+            entry.state = ModelState.UNAVAILABLE
+            entry.reason = _describe(exc)
+            logger.error("model %s is unavailable: %s", name, entry.reason)
+            if not isinstance(exc, ModelFolderError):
+                logger.debug("load failure of %s", name, exc_info=exc)
+            return entry
+        entry.state = ModelState.READY
+        logger.info("model %s is ready (%.1f s)", name, time.perf_counter() - started)
+        return entry
+
+    def _load_model(self, name: str, path: Path, settings: ModelSettings) -> ServedModel:
+        config = _read_config(path)
+        slots = min(
+            self.config.max_concurrent_requests,
+            settings.max_batch_size or self.config.max_concurrent_requests,
+        )
+        engine = Engine(
+            lambda: load_model_folder(path),
+            name=name,
+            slots=slots,
+            max_queue=self.config.max_queued_requests,
+            warmup=self.config.warmup,
+        )
+        engine.start()
+        try:
+            engine.wait_loaded()
+        except BaseException:
+            engine.stop()
+            raise
+        template = self._chat_template_override or _model_chat_template(engine.tokenizer)
+        prompts = PromptBuilder(engine.tokenizer._tokenizer, template)
+        return ServedModel(
+            name=name,
+            display_name=settings.display_name or name,
+            engine=engine,
+            prompts=prompts,
+            context_length=config.get("max_position_embeddings"),
+            vocab_size=int(config.get("vocab_size") or engine.tokenizer.vocab_size),
+            max_tokens_limit=settings.max_tokens,
+            default_temperature=settings.default_temperature,
+        )
+
+    def get(self, name: str) -> ModelEntry | None:
+        return self._entries.get(name)
+
+    def entries(self) -> list[ModelEntry]:
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    @property
+    def ready(self) -> bool:
+        """True when at least one model serves and none is still loading."""
+        states = [e.state for e in self._entries.values()]
+        return ModelState.READY in states and ModelState.LOADING not in states
+
+    async def close(self) -> None:
+        for entry in self._entries.values():
+            if entry.model is not None:
+                entry.state = ModelState.UNLOADING
+                await asyncio.to_thread(entry.model.engine.stop)
+                entry.model = None
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"config.json is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelFolderError("config.json must hold a JSON object")
+    return config
+
+
+def _model_chat_template(tokenizer: object) -> str | None:
+    template = getattr(getattr(tokenizer, "_tokenizer", None), "chat_template", None)
+    if isinstance(template, dict):  # several named templates: the default one serves chat
+        template = template.get("default")
+    return template if isinstance(template, str) else None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ModelFolderError):
+        return str(exc)
+    return f"failed to load: {type(exc).__name__}: {exc}"

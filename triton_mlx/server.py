@@ -1,0 +1,86 @@
+"""Wiring: the model repository, the front-ends on their ports, signals and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from triton_mlx.config import ServerConfig
+from triton_mlx.engine import memory
+from triton_mlx.http import HTTPLimits, HTTPServer
+from triton_mlx.observability.logs import configure_logging
+from triton_mlx.observability.server_metrics import ServerMetrics
+from triton_mlx.openai.app import OpenAIFrontend
+from triton_mlx.repository.repository import ModelRepository
+
+logger = logging.getLogger("triton_mlx.server")
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+class Server:
+    """One server process: binds the ports first (liveness answers while models load), then
+    loads the repository."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.repository = ModelRepository(config)
+        self.metrics = ServerMetrics()
+        self.metrics.bind(
+            running=lambda: self._occupancy("running"),
+            queued=lambda: self._occupancy("queued"),
+            memory=lambda: {**memory.mlx_memory(),
+                            "process_resident": memory.process_resident_bytes()},
+        )
+        limits = HTTPLimits(max_body_bytes=config.max_request_bytes)
+        self.openai = HTTPServer(
+            OpenAIFrontend(self.repository, config, self.metrics).router(),
+            host=config.host, port=config.openai_port, limits=limits, name="openai",
+        )
+
+    def _occupancy(self, field: str) -> dict[tuple[str, ...], float]:
+        return {
+            (e.name,): float(getattr(e.model.engine.stats(), field))
+            for e in self.repository.entries()
+            if e.model is not None
+        }
+
+    async def start(self) -> None:
+        if self.config.max_memory_gb:
+            memory.set_memory_limit(self.config.max_memory_gb)
+        await self.openai.start()
+        logger.info("OpenAI API listening on http://%s:%d/v1", self.config.host, self.openai.port)
+        await self.repository.load_all()
+        ready = [e.name for e in self.repository.entries() if e.model is not None]
+        logger.info("serving %d model(s): %s", len(ready), ", ".join(ready) or "none")
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``grace`` s, unload."""
+        await self.openai.close(grace=grace)
+        await self.repository.close()
+
+
+async def serve(config: ServerConfig) -> int:
+    server = Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except OSError as exc:  # e.g. the port is taken
+        logger.error("cannot start: %s", exc)
+        await server.repository.close()
+        return 1
+    await stop.wait()
+    logger.info("shutting down: finishing in-flight requests (up to %.0f s)",
+                SHUTDOWN_GRACE_SECONDS)
+    await server.stop()
+    logger.info("stopped")
+    return 0
+
+
+def run(config: ServerConfig) -> int:
+    configure_logging(config.log_level, config.json_logs)
+    return asyncio.run(serve(config))
