@@ -8,6 +8,7 @@ import pytest
 
 from triton_mlx.observability.logs import (
     ACCESS_LOGGER_NAME,
+    IN_MESSAGE,
     bind_request_id,
     configure_logging,
     request_id_var,
@@ -193,3 +194,16 @@ def test_bad_level_changes_nothing(capture):
     with pytest.raises(ValueError):
         configure_logging(level="LOUD")
     assert root.handlers == handlers
+
+
+def test_fields_shown_in_the_message_are_left_out_of_human_lines_only(capture):
+    extra = {"method": "GET", "status": 200, "client": "1.2.3.4:5", IN_MESSAGE: ("method",
+                                                                                 "status")}
+    buffer = capture()
+    logging.getLogger(ACCESS_LOGGER_NAME).info("GET / 200", extra=extra)
+    [line] = lines(buffer)
+    assert line.endswith("GET / 200 client=1.2.3.4:5")
+    buffer = capture(json_logs=True)
+    logging.getLogger(ACCESS_LOGGER_NAME).info("GET / 200", extra=extra)
+    record = json.loads(lines(buffer)[-1])
+    assert record["method"] == "GET" and record["status"] == 200 and IN_MESSAGE not in record

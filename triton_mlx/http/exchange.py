@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from triton_mlx.observability.logs import ACCESS_LOGGER_NAME, request_id_var
+from triton_mlx.observability.logs import ACCESS_LOGGER_NAME, IN_MESSAGE, request_id_var
 
 from .messages import Request
 
@@ -65,6 +65,7 @@ def log_access(ex: Exchange, client: str, now: float) -> None:
         extra.update(ex.request.log_fields)
     reserved = _reserved_record_keys()
     extra = {(f"field_{k}" if k in reserved else k): v for k, v in extra.items()}
+    extra[IN_MESSAGE] = ("method", "path", "status", "duration_ms", "request_id")
     token = request_id_var.set(ex.request_id)
     try:
         access_logger.info("%s %s %s %.1fms", ex.method, ex.path, status, ms, extra=extra)

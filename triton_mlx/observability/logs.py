@@ -59,8 +59,15 @@ def _timestamp(record: logging.LogRecord) -> str:
     return f"{seconds}.{int(record.msecs):03d}Z"
 
 
+IN_MESSAGE = "in_message"
+"""An ``extra`` key naming the fields the message text already shows: the human format leaves
+them out (no ``GET /x 200 ... method=GET path=/x``); the JSON format keeps every field."""
+
+
 def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+    return {
+        k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and k != IN_MESSAGE
+    }
 
 
 def _logfmt_value(value: object) -> str:
@@ -79,7 +86,10 @@ class HumanFormatter(logging.Formatter):
         if request_id is not None:
             parts.append(f"[req={request_id}]")
         parts.append(record.getMessage())
-        parts.extend(f"{k}={_logfmt_value(v)}" for k, v in _extra_fields(record).items())
+        shown = getattr(record, IN_MESSAGE, ())
+        parts.extend(
+            f"{k}={_logfmt_value(v)}" for k, v in _extra_fields(record).items() if k not in shown
+        )
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
