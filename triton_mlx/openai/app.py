@@ -233,7 +233,7 @@ def _model_card(entry: ModelEntry) -> dict:
     card = {
         "id": entry.name,
         "object": "model",
-        "created": entry.model.created if entry.model else int(entry.path.stat().st_mtime),
+        "created": entry.model.created if entry.model else _folder_time(entry),
         "owned_by": "triton-mlx",
         "display_name": entry.display_name,
         "state": str(entry.state),
@@ -248,3 +248,10 @@ def _model_card(entry: ModelEntry) -> dict:
             card["max_tokens"] = model.max_tokens_limit
         card["chat_template"] = model.prompts.has_chat_template
     return card
+
+
+def _folder_time(entry: ModelEntry) -> int:
+    try:
+        return int(entry.path.stat().st_mtime)
+    except OSError:  # the folder has gone since it was scanned
+        return 0
