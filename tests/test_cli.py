@@ -15,7 +15,8 @@ from tests.conftest import TINY
 
 FLAGS = ["--model-repository", "--host", "--openai-port", "--http-port", "--log-level",
          "--max-memory-gb", "--default-max-tokens", "--chat-template", "--model-control-mode",
-         "--repository-poll-secs", "--max-concurrent-requests", "--api-key", "--json-logs"]
+         "--repository-poll-secs", "--max-concurrent-requests", "--api-key", "--json-logs",
+         "--runtime-profile", "--prefix-cache-mb", "--max-queued-requests"]
 
 
 def run(*args, **kwargs):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from triton_mlx.config import ServerConfig
+from triton_mlx.engine.runtime_profile import PROFILE_CHOICES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONTROL_MODES = ("none", "poll", "explicit")
@@ -40,6 +41,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
     return value
 
 
@@ -84,8 +95,11 @@ def serve_parser() -> argparse.ArgumentParser:
                    "are logged only at DEBUG.")
     p.add_argument("--max-memory-gb", type=_positive_float, default=None, metavar="GB",
                    help="Memory budget for models and KV caches, in GB (default: the "
-                   "device's limit). Sets MLX's memory limit now; memory-based admission "
-                   "control and runtime profiles use it as they land.")
+                   "device's limit). Sets MLX's memory limit; the auto runtime profile "
+                   "dequantizes a model to float32 on a CPU only if its float32 weights fit "
+                   "it (default there: half of physical memory). Each model's KV caches get what "
+                   "is left after its weights: requests wait until theirs fit, and one that "
+                   "could never fit gets 400.")
     p.add_argument("--default-max-tokens", type=_int_at_least(1), default=256, metavar="N",
                    help="Tokens generated when a request sets no max_tokens (default: 256; "
                    "trimmed to the model's max_tokens and context).")
@@ -113,6 +127,20 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="One JSON object per log line instead of human-readable text.")
     p.add_argument("--max-request-mb", type=_positive_float, default=8.0, metavar="MB",
                    help="Largest request body accepted; larger ones get 413 (default: 8).")
+    p.add_argument("--prefix-cache-mb", type=_non_negative_float, default=1024.0, metavar="MB",
+                   help="Memory per model for KV caches kept for reuse by later prompts with "
+                   "the same beginning (multi-turn chats, shared system prompts); least "
+                   "recently used entries go first, and running requests take precedence. "
+                   "0 disables it (default: 1024).")
+    p.add_argument("--runtime-profile", choices=PROFILE_CHOICES, default="auto",
+                   help="How a model's weights run on a CPU (default: auto). fast: dense "
+                   "float32 weights through an optimized BLAS (OpenBLAS, loaded at start on "
+                   "Linux): several times the throughput with concurrent requests, at ~5x the "
+                   "memory of 4-bit weights. small: the weights as stored (quantized stays "
+                   "quantized), float32 scales and norms. auto: fast when an optimized BLAS "
+                   "is loaded and the float32 weights fit --max-memory-gb (else half of "
+                   "RAM), small otherwise. On a GPU every choice keeps the model's dtype. "
+                   "The choice and its reason are logged and shown in /v1/models/{id}.")
     return p
 
 
@@ -146,6 +174,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_key=args.api_key or None,
         json_logs=args.json_logs,
         max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+        runtime_profile=args.runtime_profile,
+        prefix_cache_mb=args.prefix_cache_mb,
     )
 
 

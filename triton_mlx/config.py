@@ -23,4 +23,6 @@ class ServerConfig:
     api_key: str | None = None
     json_logs: bool = False
     max_request_bytes: int = 8 * 1024 * 1024
+    runtime_profile: str = "auto"
+    prefix_cache_mb: float = 1024.0
     warmup: bool = True

@@ -41,8 +41,8 @@ def test_sequences_with_different_parameters_share_the_batch(engine):
         greedy = SamplingParams(temperature=0.0, logit_bias={2: -100.0})
         seeded = SamplingParams(temperature=0.9, top_p=0.9, seed=7, logit_bias={2: -100.0})
         streams = [
-            engine.submit(GenerationRequest(prompt(engine), 12, greedy)),
-            engine.submit(GenerationRequest(prompt(engine), 12, seeded)),
+            *engine.submit(GenerationRequest(prompt(engine), 12, greedy)),
+            *engine.submit(GenerationRequest(prompt(engine), 12, seeded)),
         ]
         return await asyncio.gather(*(collect(s) for s in streams))
 
@@ -56,12 +56,13 @@ def test_greedy_and_seeded_outputs_are_reproducible_whatever_the_batch(engine):
     seeded = SamplingParams(temperature=1.0, seed=1234, logit_bias={2: -100.0})
 
     async def alone():
-        return await collect(engine.submit(GenerationRequest(prompt(engine), 16, seeded)))
+        (stream,) = engine.submit(GenerationRequest(prompt(engine), 16, seeded))
+        return await collect(stream)
 
     async def with_company():
         noise = SamplingParams(temperature=1.0, logit_bias={2: -100.0})
-        other = engine.submit(GenerationRequest(prompt(engine, "The quick"), 16, noise))
-        mine = engine.submit(GenerationRequest(prompt(engine), 16, seeded))
+        (other,) = engine.submit(GenerationRequest(prompt(engine, "The quick"), 16, noise))
+        (mine,) = engine.submit(GenerationRequest(prompt(engine), 16, seeded))
         results = await asyncio.gather(collect(mine), collect(other))
         return results[0]
 
@@ -71,7 +72,7 @@ def test_greedy_and_seeded_outputs_are_reproducible_whatever_the_batch(engine):
 def test_full_queue_refuses_and_cancel_frees_the_slot(engine):
     async def main():
         long = GenerationRequest(prompt(engine), 400, SamplingParams(0.0, logit_bias={2: -100.0}))
-        streams = [engine.submit(long) for _ in range(3)]  # 2 slots + 1 queued
+        streams = [s for _ in range(3) for s in engine.submit(long)]  # 2 slots + 1 queued
         with pytest.raises(QueueFullError):
             engine.submit(long)
         for s in streams:
@@ -91,7 +92,8 @@ def test_stop_string_ends_generation_without_leaking(engine):
     greedy = SamplingParams(temperature=0.0, logit_bias={2: -100.0})
 
     async def main(stop=()):
-        return await collect(engine.submit(GenerationRequest(prompt(engine), 24, greedy, stop)))
+        (stream,) = engine.submit(GenerationRequest(prompt(engine), 24, greedy, stop))
+        return await collect(stream)
 
     full, _ = asyncio.run(main())
     assert len(full) > 6

@@ -42,8 +42,11 @@ def test_invalid_json_is_400(tiny_server):
         ("logit_bias", {"999999": 1}, ("out of range",)),
         ("seed", "x", ("seed",)),
         ("messages", [], ("messages",)),
-        ("n", 2, ("n",)),
-        ("logprobs", True, ("logprobs",)),
+        ("n", 0, ("n",)),
+        ("n", 5, ("batch slots",)),  # the tiny server has 4 slots
+        ("logprobs", 3, ("boolean",)),
+        ("top_logprobs", 2, ("requires logprobs",)),
+        ("top_logprobs", 21, ("top_logprobs",)),
         ("response_format", {"type": "json_object"}, ("response_format",)),
         ("tools", [{"type": "function", "function": {"name": "f"}}], ("tools",)),
         ("frobnicate", 1, ("frobnicate",)),
@@ -53,6 +56,12 @@ def test_bad_parameter_is_400_naming_it(tiny_server, field, value, words):
     body = {"model": TINY, "messages": HELLO, field: value}
     status, _, answer = request(tiny_server.port, "POST", "/v1/chat/completions", body)
     assert_error(status, answer, 400, param=field, words=words)
+
+
+def test_echo_with_logprobs_is_refused_naming_echo(tiny_server):
+    body = {"model": TINY, "prompt": "Hi", "echo": True, "logprobs": 2}
+    status, _, answer = request(tiny_server.port, "POST", "/v1/completions", body)
+    assert_error(status, answer, 400, param="echo", words=("echo",))
 
 
 def test_bad_message_shape_names_the_message(tiny_server):
@@ -130,6 +139,21 @@ def test_model_that_failed_to_load_is_503_and_others_keep_serving(tmp_path, star
     assert_error(status, answer, 503, param="model", words=("not ready",))
     status, _, _ = request(server.port, "POST", "/v1/chat/completions",
                            {"model": "good", "messages": HELLO, "max_tokens": 2})
+    assert status == 200
+
+
+def test_request_whose_kv_cache_can_never_fit_is_400_with_numbers(tiny_repository, start_server):
+    from triton_mlx.engine.kv_budget import KVBudget
+
+    server = start_server(tiny_repository)
+    engine = server.engine()
+    room = engine.budget.need(200)  # the cache allocation step makes it 256 tokens
+    engine.budget = KVBudget(engine.budget.bytes_per_token, room)
+    status, _, answer = request(server.port, "POST", "/v1/completions",
+                                {"model": TINY, "prompt": "Hello", "max_tokens": 400})
+    assert_error(status, answer, 400, param="max_tokens", words=("MiB", "KV cache"))
+    status, _, _ = request(server.port, "POST", "/v1/completions",
+                           {"model": TINY, "prompt": "Hello", "max_tokens": 100})
     assert status == 200
 
 

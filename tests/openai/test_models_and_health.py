@@ -16,6 +16,8 @@ def test_models_list_and_get(tiny_server):
     assert [m.id for m in models.data] == [TINY]
     model = client.models.retrieve(TINY)
     assert model.id == TINY and model.owned_by == "triton-mlx"
+    card = request(tiny_server.port, "GET", f"/v1/models/{TINY}")[2]
+    assert card["runtime_profile"]["name"] in ("cpu-fast", "cpu-small", "gpu")
     status, _, body = request(tiny_server.port, "GET", "/v1/models/nope")
     assert status == 404 and body["error"]["code"] == "model_not_found"
 

@@ -7,25 +7,30 @@ outputs back with a single ``loop.call_soon_threadsafe`` per step, so the event 
 per step rather than once per token.
 
 Scheduling. A request joins the running batch at the very next step. At most ``slots``
-sequences run at once; up to ``max_queue`` more wait in FIFO order; past that ``submit`` raises
-``QueueFullError``. Prompts are prefilled in chunks between decode steps (mlx-lm's
-``prefill_step_size``), and a cancelled sequence leaves the batch at the next step, freeing its
-slot.
+sequences run at once, and only while their KV caches fit the memory budget (``KVBudget``);
+up to ``max_queue`` more wait in FIFO order; past that ``submit`` raises ``QueueFullError``.
+Prompts are prefilled in chunks of ``prefill_step_size`` tokens between decode steps, so a long
+prompt never stalls the running streams for long. A prompt starts from the longest cached
+prefix (``PrefixCache``), and the ``n`` choices of one request prefill once: the siblings fork
+the first one's prompt cache. A cancelled sequence leaves the batch at the next step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import logging
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
+from triton_mlx.engine.kv_budget import KVBudget
+from triton_mlx.engine.prefix_cache import PrefixCache
+from triton_mlx.engine.sequence import Sequence
 from triton_mlx.engine.stop_strings import StopStringMatcher
 from triton_mlx.engine.types import (
     EngineError,
@@ -34,15 +39,17 @@ from triton_mlx.engine.types import (
     GenerationOutput,
     GenerationRequest,
     QueueFullError,
+    RequestTooLargeError,
 )
 
 logger = logging.getLogger("triton_mlx.engine")
 
 _FINISHED = object()  # queue sentinel: the stream has delivered its last output
+_HEADROOM = 0.1  # share of the memory budget kept free for activations and MLX's buffers
 
 
 class GenerationStream:
-    """The asyncio side of one request: iterate it for outputs; ``cancel()`` to stop early.
+    """The asyncio side of one sequence: iterate it for outputs; ``cancel()`` to stop early.
 
     Iteration ends after the output that carries a ``finish_reason``. A failure inside the
     engine raises ``EngineError`` from the iterator.
@@ -81,18 +88,6 @@ class GenerationStream:
             self._queue.put_nowait(_FINISHED)
 
 
-@dataclass
-class _Sequence:
-    """Engine-thread state of one running sequence."""
-
-    stream: GenerationStream
-    detokenizer: IncrementalDetokenizer
-    stop: StopStringMatcher
-    completion_tokens: int = 0
-    uid: int = -1
-    started: float = field(default_factory=time.perf_counter)
-
-
 LoadFn = Callable[[], tuple[Any, Any]]
 """Loads (model, tokenizer) on the engine thread; mlx-lm objects."""
 
@@ -109,6 +104,8 @@ class Engine:
         max_queue: int,
         prefill_step_size: int = 512,
         warmup: bool = True,
+        memory_budget_bytes: int | None = None,
+        prefix_cache_bytes: int = 0,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -118,9 +115,10 @@ class Engine:
         self._load = load
         self._prefill_step_size = prefill_step_size
         self._warmup = warmup
+        self._memory_budget = memory_budget_bytes
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._admitted = 0  # running + waiting, guarded by _lock
+        self._admitted = 0  # sequences running or waiting, guarded by _lock
         self._running = 0
         self._accepting = False
         self._thread: threading.Thread | None = None
@@ -129,15 +127,18 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.generated_tokens = 0
         self.prompt_tokens = 0
+        self.budget = KVBudget(bytes_per_token=1, budget_bytes=0)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
         # Engine-thread state.
         self._model: Any = None
         self._tokenizer: Any = None
         self._generator: Any = None
-        self._waiting: deque[GenerationStream] = deque()
-        self._by_uid: dict[int, _Sequence] = {}
-        self._by_stream: dict[GenerationStream, _Sequence] = {}
-        self._vocab_size = 0
         self._decoder: Decoder | None = None
+        self._vocab_size = 0
+        self._waiting: deque[list[GenerationStream]] = deque()
+        self._by_uid: dict[int, Sequence] = {}
+        self._by_stream: dict[GenerationStream, Sequence] = {}
+        self._unforked = 0  # followers holding a slot while their leader prefills
 
     # ----- lifecycle (called from the asyncio side) -----
 
@@ -166,21 +167,35 @@ class Engine:
 
     # ----- requests (called from the asyncio side) -----
 
-    def submit(self, request: GenerationRequest) -> GenerationStream:
-        """Queue ``request``; it starts at the next step when a slot is free."""
+    def submit(self, request: GenerationRequest, n: int = 1) -> list[GenerationStream]:
+        """Queue ``n`` sequences for ``request`` (one per choice); they start at the next step
+        when slots and memory allow. Choices after the first get seeds ``seed + i``."""
         if not self._accepting:
             raise EngineNotRunningError(f"model {self.name!r} is not accepting requests")
+        if n > self.slots:
+            raise RequestTooLargeError(
+                f"n={n} choices exceed model {self.name!r}'s {self.slots} batch slots"
+            )
+        tokens = len(request.prompt_tokens) + request.max_tokens
+        need = self.budget.need(tokens) * n
+        if not self.budget.can_ever_fit(need):
+            raise RequestTooLargeError(
+                f"this request needs {need / 2**20:.0f} MiB of KV cache ({n} x {tokens} tokens "
+                f"at {self.budget.bytes_per_token} bytes per token) but model {self.name!r} "
+                f"has {self.budget.budget_bytes / 2**20:.0f} MiB for KV caches; lower "
+                f"max_tokens or shorten the prompt"
+            )
         with self._lock:
-            if self._admitted >= self.slots + self.max_queue:
+            if self._admitted + n > self.slots + self.max_queue:
                 raise QueueFullError(
                     f"model {self.name!r} is busy: {self.slots} requests running and "
                     f"{self.max_queue} waiting; retry later"
                 )
-            self._admitted += 1
+            self._admitted += n
         self._loop = asyncio.get_running_loop()
-        stream = GenerationStream(self, request)
-        self._command(("submit", stream))
-        return stream
+        streams = [GenerationStream(self, _choice(request, i)) for i in range(n)]
+        self._command(("submit", streams))
+        return streams
 
     def stats(self) -> EngineStats:
         with self._lock:
@@ -193,12 +208,16 @@ class Engine:
             max_queue=self.max_queue,
             generated_tokens=self.generated_tokens,
             prompt_tokens=self.prompt_tokens,
+            cached_prompt_tokens=self.prefix_cache.cached_tokens,
+            prefix_cache_bytes=self.prefix_cache.nbytes,
+            kv_reserved_bytes=self.budget.reserved_bytes,
+            kv_budget_bytes=self.budget.budget_bytes,
         )
 
     def _command(self, command: tuple[str, Any]) -> None:
         self._inbox.put(command)
 
-    # ----- engine thread -----
+    # ----- engine thread: setup -----
 
     def _main(self) -> None:
         try:
@@ -210,7 +229,8 @@ class Engine:
             self._decoder = _fast_decoder(self._tokenizer)
             self._generator = self._new_generator()
             if self._warmup:
-                self._warm_up()
+                self._warm_up(on_gpu=mx.default_device() == mx.gpu)
+            self.budget = self._measure_budget()
         except BaseException as exc:  # reported through wait_loaded
             self._load_error = exc
             self._loaded.set()
@@ -237,14 +257,40 @@ class Engine:
             stream=self._stream,
         )
 
-    def _warm_up(self) -> None:
-        """Run one short generation so the first request pays no compilation or allocation."""
+    def _warm_up(self, on_gpu: bool) -> None:
+        """Run short generations so no request pays kernel compilation or first allocations.
+
+        On a GPU every decode batch size the scheduler can reach (1..slots) is compiled once;
+        on a CPU there is nothing to compile and batch 1 is enough."""
         prompt = self._tokenizer.encode("Hello")[-4:] or [0]
-        (uid,) = self._generator.insert([prompt], max_tokens=[2])
-        finished = False
-        while not finished:
-            _, responses = self._generator.next()
-            finished = any(r.uid == uid and r.finish_reason for r in responses)
+        for size in range(1, (self.slots if on_gpu else 1) + 1):
+            uids = set(self._generator.insert([prompt] * size, max_tokens=[2] * size))
+            while uids:
+                _, responses = self._generator.next()
+                uids -= {r.uid for r in responses if r.finish_reason}
+
+    def _measure_budget(self) -> KVBudget:
+        """KV bytes per token (measured on a one-token cache) and the bytes left for KV caches
+        once the weights are in memory."""
+        import mlx.core as mx
+        from mlx_lm.models.cache import make_prompt_cache
+
+        with mx.stream(self._stream):
+            cache = make_prompt_cache(self._model)
+            self._model(mx.array([[0]]), cache=cache)
+            mx.eval([c.state for c in cache])
+        allocated = max(getattr(getattr(cache[0], "keys", None), "shape", (1, 1, 1))[2], 1)
+        bytes_per_token = max(sum(c.nbytes for c in cache) // allocated, 1)
+        del cache
+        total = self._memory_budget or _default_memory_budget()
+        free = int(total * (1 - _HEADROOM)) - mx.get_active_memory()
+        logger.info(
+            "model %s: %.0f MiB for KV caches (%d bytes per token, budget %.0f MiB)",
+            self.name, free / 2**20, bytes_per_token, total / 2**20,
+        )
+        return KVBudget(bytes_per_token=bytes_per_token, budget_bytes=free)
+
+    # ----- engine thread: the loop -----
 
     def _serve(self) -> None:
         while True:
@@ -255,122 +301,209 @@ class Engine:
             if not self._by_uid:
                 continue
             try:
-                _, responses = self._generator.next()
+                prompt_responses, responses = self._generator.next()
+                for response in prompt_responses:
+                    if response.end_of_prompt:
+                        self._fork_followers(response.uid)
+                outputs = [self._handle(r) for r in responses]
             except Exception:
                 logger.exception("engine step failed for model %s", self.name)
                 self._fail_all(EngineError("generation failed inside the engine"))
                 self._generator = self._new_generator()
                 continue
-            self._deliver([self._handle(r) for r in responses])
+            self._deliver([o for o in outputs if o is not None])
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply pending commands; returns False when the engine must stop."""
         while True:
             try:
-                kind, stream = self._inbox.get(block=block)
+                kind, payload = self._inbox.get(block=block)
             except queue.Empty:
                 return True
             block = False
             if kind == "stop":
                 return False
             if kind == "submit":
-                self._waiting.append(stream)
+                self._waiting.append(payload)
             elif kind == "cancel":
-                self._cancel(stream)
+                self._cancel(payload)
 
     def _admit(self) -> None:
-        while self._waiting and len(self._by_uid) < self.slots:
-            stream = self._waiting.popleft()
-            try:
-                self._insert(stream)
-            except Exception:
-                logger.exception(
-                    "could not start request", extra={"request_id": stream.request.request_id}
-                )
-                self._finish_failed(stream, EngineError("could not start generation"))
+        """Start waiting requests, oldest first, while slots and KV memory allow."""
+        while self._waiting:
+            group = self._waiting[0]
+            if len(self._by_uid) + self._unforked + len(group) > self.slots:
+                return
+            request = group[0].request
+            need = self.budget.need(len(request.prompt_tokens) + request.max_tokens)
+            if not self._make_room(need * len(group)):
+                return
+            self._waiting.popleft()
+            self._start_group(group, need)
 
-    def _insert(self, stream: GenerationStream) -> None:
+    def _make_room(self, need: int) -> bool:
+        """Whether ``need`` bytes fit beside the running sequences, evicting prefix-cache
+        entries if that is what it takes."""
+        spare = self.budget.free_bytes() - need
+        if spare < 0:
+            return False
+        if self.prefix_cache.nbytes > spare:
+            self.prefix_cache.shrink_to(spare)
+        return True
+
+    def _start_group(self, group: list[GenerationStream], need: int) -> None:
+        leader, followers = group[0], group[1:]
+        try:
+            sequence = self._insert(leader, need)
+        except Exception:
+            logger.exception("could not start request",
+                             extra={"request_id": leader.request.request_id})
+            for stream in group:
+                self._finish_failed(stream, EngineError("could not start generation"))
+            return
+        self.budget.reserve(need * len(followers))
+        sequence.followers = followers
+        self._unforked += len(followers)
+
+    def _insert(
+        self,
+        stream: GenerationStream,
+        need: int,
+        cache: list[Any] | None = None,
+        cached: int = 0,
+    ) -> Sequence:
+        """Add one sequence to the batch, starting from ``cache`` (holding the first ``cached``
+        prompt tokens) or from the prefix cache's longest match."""
         from triton_mlx.engine.sampling import make_logits_processors, make_sampler
 
         request = stream.request
+        prompt = list(request.prompt_tokens)
+        if cache is None:
+            cache, cached = self.prefix_cache.fetch(prompt)
         (uid,) = self._generator.insert(
-            [list(request.prompt_tokens)],
+            [prompt[cached:]],
             max_tokens=[request.max_tokens],
+            caches=[cache] if cache is not None else None,
+            all_tokens=[prompt[:cached]],
             samplers=[make_sampler(request.sampling, self._vocab_size)],
-            logits_processors=[
-                make_logits_processors(request.sampling, len(request.prompt_tokens))
-            ],
+            logits_processors=[make_logits_processors(request.sampling, len(prompt))],
         )
-        decoder = self._decoder
-        sequence = _Sequence(
+        sequence = Sequence(
             stream=stream,
-            detokenizer=IncrementalDetokenizer(decoder),
+            detokenizer=IncrementalDetokenizer(self._decoder),
             stop=StopStringMatcher(request.stop),
             uid=uid,
+            cached_tokens=cached,
+            reserved_bytes=need,
         )
         self._by_uid[uid] = sequence
         self._by_stream[stream] = sequence
         self._running = len(self._by_uid)
-        self.prompt_tokens += len(request.prompt_tokens)
+        self.budget.reserve(need)
+        self.prompt_tokens += len(prompt) - cached  # tokens actually prefilled
+        return sequence
+
+    def _fork_followers(self, uid: int) -> None:
+        """The leader of an ``n`` > 1 request has its prompt in cache: its siblings start
+        from a copy instead of prefilling the same prompt again."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        leader = self._by_uid.get(uid)
+        if leader is None or not leader.followers:
+            return
+        followers, leader.followers = leader.followers, []
+        self._unforked -= len(followers)
+        cache, tokens = self._generator.extract_cache([uid])[uid]
+        forkable = can_trim_prompt_cache(cache) and len(tokens) > 1
+        if forkable:
+            trim_prompt_cache(cache, 1)  # each sibling samples its own first token
+        for stream in followers:
+            self.budget.release(leader.reserved_bytes)  # _insert reserves it again
+            if forkable:
+                sequence = self._insert(stream, leader.reserved_bytes, copy.deepcopy(cache),
+                                        len(tokens) - 1)
+            else:
+                sequence = self._insert(stream, leader.reserved_bytes)
+            sequence.cached_tokens = leader.cached_tokens
 
     def _handle(self, response: Any) -> tuple[GenerationStream, GenerationOutput] | None:
         sequence = self._by_uid.get(response.uid)
         if sequence is None:  # cancelled while this step ran
             return None
-        sequence.completion_tokens += 1
         self.generated_tokens += 1
-        finish = response.finish_reason
-        if finish == "stop":  # an end-of-sequence token: it is not part of the text
-            text = sequence.detokenizer.flush()
-        else:
-            text = sequence.detokenizer.add(response.token)
-            if finish == "length":
-                text += sequence.detokenizer.flush()
-        text, stopped = sequence.stop.feed(text)
-        if stopped:
-            finish = "stop"
-            if response.finish_reason is None:
-                self._generator.remove([response.uid])
-        elif finish is not None:
-            text += sequence.stop.flush()
-        if finish is not None:
+        output, stopped = sequence.advance(
+            response.token, response.logprobs, response.finish_reason
+        )
+        if response.finish_reason is not None:
+            self.prefix_cache.store(response.all_tokens, response.prompt_cache)
             self._release(sequence)
-        elif not text:
-            return None
-        return sequence.stream, GenerationOutput(text, sequence.completion_tokens, finish)
+        elif stopped:
+            self._remove(sequence)
+        return None if output is None else (sequence.stream, output)
+
+    def _remove(self, sequence: Sequence) -> None:
+        """Take a running sequence out of the batch, keeping its cache for later prompts."""
+        keep = self.prefix_cache.enabled
+        caches = self._generator.remove([sequence.uid], return_prompt_caches=keep)
+        if keep and sequence.uid in caches:
+            cache, tokens = caches[sequence.uid]
+            self.prefix_cache.store(tokens, cache)
+        self._release(sequence)
 
     def _cancel(self, stream: GenerationStream) -> None:
         sequence = self._by_stream.get(stream)
         if sequence is not None:
-            self._generator.remove([sequence.uid])
-            self._release(sequence)
-        elif stream in self._waiting:
-            self._waiting.remove(stream)
-            self._free_admission()
+            followers, sequence.followers = sequence.followers, []
+            self._remove(sequence)
+            if followers:  # the siblings lose their leader before the fork: start afresh
+                self._unforked -= len(followers)
+                self.budget.release(sequence.reserved_bytes * len(followers))
+                self._start_group(followers, sequence.reserved_bytes)
+            return
+        for leader in self._by_uid.values():
+            if stream in leader.followers:
+                leader.followers.remove(stream)
+                self._unforked -= 1
+                self.budget.release(leader.reserved_bytes)
+                self._free_admission()
+                return
+        for group in self._waiting:
+            if stream in group:
+                group.remove(stream)
+                if not group:
+                    self._waiting.remove(group)
+                self._free_admission()
+                return
 
-    def _release(self, sequence: _Sequence) -> None:
+    def _release(self, sequence: Sequence) -> None:
         del self._by_uid[sequence.uid]
         del self._by_stream[sequence.stream]
         self._running = len(self._by_uid)
+        self.budget.release(sequence.reserved_bytes)
         self._free_admission()
 
-    def _free_admission(self) -> None:
+    def _free_admission(self, count: int = 1) -> None:
         with self._lock:
-            self._admitted -= 1
+            self._admitted -= count
 
     def _fail_all(self, error: EngineError) -> None:
         for sequence in list(self._by_uid.values()):
+            followers, sequence.followers = sequence.followers, []
+            self._unforked -= len(followers)
+            self.budget.release(sequence.reserved_bytes * len(followers))
             self._release(sequence)
             self._deliver_error(sequence.stream, error)
+            for stream in followers:
+                self._finish_failed(stream, error)
         while self._waiting:
-            self._finish_failed(self._waiting.popleft(), error)
+            for stream in self._waiting.popleft():
+                self._finish_failed(stream, error)
 
     def _finish_failed(self, stream: GenerationStream, error: EngineError) -> None:
         self._free_admission()
         self._deliver_error(stream, error)
 
-    def _deliver(self, outputs: list[tuple[GenerationStream, GenerationOutput] | None]) -> None:
-        batch = [item for item in outputs if item is not None]
+    def _deliver(self, batch: list[tuple[GenerationStream, GenerationOutput]]) -> None:
         if batch:
             self._call_in_loop(_dispatch, batch)
 
@@ -385,6 +518,27 @@ class Engine:
             loop.call_soon_threadsafe(fn, arg)
         except RuntimeError:  # the loop has closed: nobody is left to read the output
             pass
+
+
+def _choice(request: GenerationRequest, index: int) -> GenerationRequest:
+    """The request for choice ``index``: with a seed, each choice draws its own numbers."""
+    if index == 0 or request.sampling.seed is None:
+        return request
+    sampling = dataclasses.replace(request.sampling, seed=request.sampling.seed + index)
+    return dataclasses.replace(request, sampling=sampling)
+
+
+def _default_memory_budget() -> int:
+    """Without ``--max-memory-gb``: the GPU's recommended working set, else half the RAM."""
+    import os
+
+    import mlx.core as mx
+
+    info = mx.device_info()
+    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
+        if info.get(key):
+            return int(info[key])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def _vocab_size(model: Any) -> int:

@@ -30,13 +30,27 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One sequence to generate: already tokenized, already validated."""
+    """One prompt to generate from: already tokenized, already validated.
+
+    ``logprobs``: None for none; k >= 0 for the chosen token's log probability plus the k
+    most likely alternatives at each step.
+    """
 
     prompt_tokens: list[int]
     max_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     request_id: str | None = None
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token, its log probability, and the most likely alternatives."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,12 +59,16 @@ class GenerationOutput:
 
     ``text`` is new, complete UTF-8 text that is safe to show: it never ends inside a multi-byte
     character and never holds the start of a stop string. ``finish_reason`` is set on the last
-    output of a sequence only ("stop" or "length").
+    output of a sequence only ("stop" or "length"). ``logprobs`` covers the tokens generated
+    since the previous output (when asked for); ``cached_tokens`` is how many prompt tokens
+    came from the prefix cache.
     """
 
     text: str
     completion_tokens: int
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,10 @@ class EngineStats:
     max_queue: int
     generated_tokens: int
     prompt_tokens: int
+    cached_prompt_tokens: int
+    prefix_cache_bytes: int
+    kv_reserved_bytes: int
+    kv_budget_bytes: int
 
 
 class EngineError(Exception):
@@ -71,6 +93,10 @@ class EngineError(Exception):
 
 class QueueFullError(EngineError):
     """Every batch slot is busy and the waiting queue is full."""
+
+
+class RequestTooLargeError(EngineError):
+    """The request's KV cache could never fit in the memory budget, even alone."""
 
 
 class EngineNotRunningError(EngineError):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from triton_mlx.auth import bearer_auth
 from triton_mlx.config import ServerConfig
 from triton_mlx.engine.prompts import PromptError
-from triton_mlx.engine.types import EngineError
+from triton_mlx.engine.types import EngineError, GenerationOutput, TokenLogprob
 from triton_mlx.http import (
     BodyDecodeError,
     Request,
@@ -25,7 +25,12 @@ from triton_mlx.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYP
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai import generation as gen
 from triton_mlx.openai.errors import OpenAIError, format_error
-from triton_mlx.openai.responses import CompletionShape, usage
+from triton_mlx.openai.responses import (
+    CompletionShape,
+    chat_logprobs,
+    completion_logprobs,
+    usage,
+)
 from triton_mlx.openai.validation import (
     ChatParams,
     CompletionParams,
@@ -105,27 +110,26 @@ class OpenAIFrontend:
     ) -> Response | StreamingResponse:
         max_tokens = [gen.resolve_max_tokens(model, params, len(p), self.config) for p in prompts]
         sampling = gen.sampling_params(model, params)
-        generation = gen.submit(model, prompts, max_tokens, sampling, params.stop,
-                                request.request_id)
+        generation = gen.submit(model, prompts, max_tokens, sampling, params, request.request_id)
         request.log_fields.update(model=model.name, prompt_tokens=generation.prompt_tokens)
         shape = CompletionShape(chat=chat, model=model.name)
+        choices = _Choices(model, params, prompts, chat)
         if params.stream:
-            return StreamingResponse(self._stream(request, generation, shape, params))
-        texts: list[list[str]] = [[] for _ in prompts]
-        reasons: list[str | None] = [None] * len(prompts)
+            return StreamingResponse(self._stream(request, generation, shape, params, choices))
         try:
             async for index, output in generation.outputs():
-                texts[index].append(output.text)
-                reasons[index] = output.finish_reason or reasons[index]
+                choices.add(index, output)
         except EngineError as exc:
             raise OpenAIError(500, str(exc), code="engine_error") from None
         finally:
             generation.cancel()  # no-op when finished; frees the slots if the client left
             self._record(request, generation, chat)
         body = shape.body(
-            ["".join(t) for t in texts],
-            reasons,
-            usage(generation.prompt_tokens, generation.total_completion_tokens),
+            choices.texts(),
+            choices.finish_reasons,
+            usage(generation.prompt_tokens, generation.total_completion_tokens,
+                  generation.cached_tokens),
+            choices.logprobs(),
         )
         return json_response(body)
 
@@ -135,26 +139,32 @@ class OpenAIFrontend:
         generation: gen.Generation,
         shape: CompletionShape,
         params: GenerationParams,
+        choices: _Choices,
     ) -> AsyncIterator[bytes]:
-        """SSE events: a role chunk (chat), text chunks, a finish chunk per choice, then
-        the usage chunk if asked for, then ``[DONE]``. An engine failure after the stream
-        has started becomes an in-band error event."""
+        """SSE events: a role chunk (chat) or the echoed prompt (completions), text chunks,
+        a finish chunk per choice, then the usage chunk if asked for, then ``[DONE]``. An
+        engine failure after the stream has started becomes an in-band error event."""
         with_usage = params.include_usage
         try:
-            if shape.chat:
-                for index in range(len(generation.streams)):
+            for index in range(len(generation.streams)):
+                if shape.chat:
                     yield _event(shape.chunk(index, "", None, role=True,
                                              with_usage_field=with_usage))
-            async for index, output in generation.outputs():
-                if output.text:
-                    yield _event(shape.chunk(index, output.text, None,
+                elif choices.echo_text(index):
+                    yield _event(shape.chunk(index, choices.echo_text(index), None,
                                              with_usage_field=with_usage))
+            async for index, output in generation.outputs():
+                if output.text or output.logprobs:
+                    yield _event(shape.chunk(index, output.text, None,
+                                             with_usage_field=with_usage,
+                                             logprobs=choices.chunk_logprobs(index, output)))
                 if output.finish_reason:
                     yield _event(shape.chunk(index, None if shape.chat else "",
                                              output.finish_reason, with_usage_field=with_usage))
             if with_usage:
-                yield _event(shape.usage_chunk(
-                    usage(generation.prompt_tokens, generation.total_completion_tokens)))
+                yield _event(shape.usage_chunk(usage(
+                    generation.prompt_tokens, generation.total_completion_tokens,
+                    generation.cached_tokens)))
         except EngineError as exc:
             yield sse_event(OpenAIError(500, str(exc), code="engine_error").sse_data())
         finally:
@@ -212,6 +222,56 @@ async def _openai_errors(request: Request, call_next) -> Response | StreamingRes
         return exc.response()
 
 
+class _Choices:
+    """Collects each choice's text, finish reason and logprobs, and the echoed prompts."""
+
+    def __init__(
+        self,
+        model: gen.ServedModel,
+        params: ChatParams | CompletionParams,
+        prompts: list[list[int]],
+        chat: bool,
+    ) -> None:
+        self._model = model
+        self._chat = chat
+        self._n = params.n
+        self._want_logprobs = params.logprobs is not None
+        count = len(prompts) * params.n
+        echo = getattr(params, "echo", False)
+        self._echo = [model.prompts.decode(p) for p in prompts] if echo else []
+        self._texts: list[list[str]] = [[] for _ in range(count)]
+        self._entries: list[list[TokenLogprob]] = [[] for _ in range(count)]
+        self._offsets = [len(self.echo_text(i)) for i in range(count)]
+        self.finish_reasons: list[str | None] = [None] * count
+
+    def echo_text(self, index: int) -> str:
+        return self._echo[index // self._n] if self._echo else ""
+
+    def add(self, index: int, output: GenerationOutput) -> None:
+        self._texts[index].append(output.text)
+        self._entries[index].extend(output.logprobs)
+        self.finish_reasons[index] = output.finish_reason or self.finish_reasons[index]
+
+    def texts(self) -> list[str]:
+        return [self.echo_text(i) + "".join(t) for i, t in enumerate(self._texts)]
+
+    def logprobs(self) -> list[dict | None]:
+        return [self._shape(i, entries) for i, entries in enumerate(self._entries)]
+
+    def chunk_logprobs(self, index: int, output: GenerationOutput) -> dict | None:
+        return self._shape(index, output.logprobs)
+
+    def _shape(self, index: int, entries) -> dict | None:
+        if not self._want_logprobs:
+            return None
+        token_bytes = self._model.prompts.token_bytes
+        if self._chat:
+            return chat_logprobs(entries, token_bytes)
+        shaped = completion_logprobs(entries, token_bytes, self._offsets[index])
+        self._offsets[index] += sum(len(t) for t in shaped["tokens"])
+        return shaped
+
+
 def _json_body(request: Request) -> object:
     content_type = (request.headers.get("content-type") or "application/json").lower()
     if "json" not in content_type:
@@ -247,6 +307,7 @@ def _model_card(entry: ModelEntry) -> dict:
         if model.max_tokens_limit is not None:
             card["max_tokens"] = model.max_tokens_limit
         card["chat_template"] = model.prompts.has_chat_template
+        card["runtime_profile"] = model.runtime_profile and model.runtime_profile.as_dict()
     return card
 
 

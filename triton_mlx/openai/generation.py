@@ -19,6 +19,7 @@ from triton_mlx.engine.types import (
     GenerationOutput,
     GenerationRequest,
     QueueFullError,
+    RequestTooLargeError,
     SamplingParams,
 )
 from triton_mlx.openai.errors import OpenAIError, invalid
@@ -126,13 +127,20 @@ class Generation:
     model: ServedModel
     streams: list[GenerationStream]
     prompt_tokens: int
+    choices_per_prompt: int = 1
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     completion_tokens: dict[int, int] = field(default_factory=dict)
+    cached: dict[int, int] = field(default_factory=dict)
 
     @property
     def total_completion_tokens(self) -> int:
         return sum(self.completion_tokens.values())
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the prefix cache, counted once per prompt."""
+        return sum(v for i, v in self.cached.items() if i % self.choices_per_prompt == 0)
 
     def cancel(self) -> None:
         for stream in self.streams:
@@ -174,6 +182,7 @@ class Generation:
         if self.first_token_at is None and output.completion_tokens:
             self.first_token_at = time.perf_counter()
         self.completion_tokens[index] = output.completion_tokens
+        self.cached[index] = output.cached_tokens
         return index, output
 
 
@@ -182,26 +191,36 @@ def submit(
     prompts: list[list[int]],
     max_tokens: list[int],
     sampling: SamplingParams,
-    stop: list[str],
+    params: GenerationParams,
     request_id: str,
 ) -> Generation:
-    """Submit every prompt or none: a full queue cancels those already queued and 429s."""
+    """Submit every prompt (``n`` choices each) or none: a full queue cancels those already
+    queued and 429s; a request whose KV cache could never fit is a 400."""
+    if params.n > model.engine.slots:
+        raise invalid(
+            f"n is {params.n}, above this model's {model.engine.slots} batch slots", "n"
+        )
     streams: list[GenerationStream] = []
     try:
         for tokens, limit in zip(prompts, max_tokens, strict=True):
             request = GenerationRequest(
                 prompt_tokens=tokens, max_tokens=limit, sampling=sampling,
-                stop=tuple(stop), request_id=request_id,
+                stop=tuple(params.stop), request_id=request_id, logprobs=params.logprobs,
             )
-            streams.append(model.engine.submit(request))
+            streams.extend(model.engine.submit(request, params.n))
     except QueueFullError as exc:
         for stream in streams:
             stream.cancel()
         raise OpenAIError(
             429, str(exc), code="queue_full", headers=[("Retry-After", RETRY_AFTER_SECONDS)]
         ) from None
+    except RequestTooLargeError as exc:
+        for stream in streams:
+            stream.cancel()
+        raise OpenAIError(400, str(exc), param="max_tokens", code="request_too_large") from None
     except EngineNotRunningError as exc:
         for stream in streams:
             stream.cancel()
         raise OpenAIError(503, str(exc), code="model_not_ready") from None
-    return Generation(model=model, streams=streams, prompt_tokens=sum(map(len, prompts)))
+    return Generation(model=model, streams=streams, prompt_tokens=sum(map(len, prompts)),
+                      choices_per_prompt=params.n)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from triton_mlx.engine.prompts import token_text
+from triton_mlx.engine.types import TokenLogprob
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -31,23 +36,30 @@ class CompletionShape:
     def _envelope(self, obj: str) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
-    def body(self, texts: list[str], finish_reasons: list[str | None], usage_: dict) -> dict:
+    def body(
+        self,
+        texts: list[str],
+        finish_reasons: list[str | None],
+        usage_: dict,
+        logprobs: list[dict | None],
+    ) -> dict:
         """The whole non-streaming response."""
+        rows = enumerate(zip(texts, finish_reasons, logprobs, strict=True))
         if self.chat:
             choices = [
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
+                    "logprobs": lp,
                     "finish_reason": reason,
                 }
-                for i, (text, reason) in enumerate(zip(texts, finish_reasons, strict=True))
+                for i, (text, reason, lp) in rows
             ]
             body = self._envelope("chat.completion")
         else:
             choices = [
-                {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
-                for i, (text, reason) in enumerate(zip(texts, finish_reasons, strict=True))
+                {"index": i, "text": text, "logprobs": lp, "finish_reason": reason}
+                for i, (text, reason, lp) in rows
             ]
             body = self._envelope("text_completion")
         body["choices"] = choices
@@ -62,6 +74,7 @@ class CompletionShape:
         *,
         role: bool = False,
         with_usage_field: bool = False,
+        logprobs: dict | None = None,
     ) -> dict:
         """One streaming chunk for choice ``index``."""
         if self.chat:
@@ -70,11 +83,11 @@ class CompletionShape:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
-            choice = {"index": index, "delta": delta, "logprobs": None,
+            choice = {"index": index, "delta": delta, "logprobs": logprobs,
                       "finish_reason": finish_reason}
             chunk = self._envelope("chat.completion.chunk")
         else:
-            choice = {"index": index, "text": text or "", "logprobs": None,
+            choice = {"index": index, "text": text or "", "logprobs": logprobs,
                       "finish_reason": finish_reason}
             chunk = self._envelope("text_completion")
         chunk["choices"] = [choice]
@@ -88,3 +101,41 @@ class CompletionShape:
         chunk["choices"] = []
         chunk["usage"] = usage_
         return chunk
+
+
+TokenNamer = Callable[[int], bytes]
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob], token_bytes: TokenNamer) -> dict:
+    """Chat's ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
+
+    def item(token: int, logprob: float) -> dict:
+        raw = token_bytes(token)
+        return {"token": token_text(raw), "logprob": logprob, "bytes": list(raw)}
+
+    return {
+        "content": [
+            {**item(e.token, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
+            for e in entries
+        ]
+    }
+
+
+def completion_logprobs(
+    entries: Sequence[TokenLogprob], token_bytes: TokenNamer, offset: int
+) -> dict:
+    """Completions' legacy ``logprobs``: parallel lists, offsets counted from ``offset``."""
+    tokens, offsets = [], []
+    for entry in entries:
+        offsets.append(offset)
+        text = token_text(token_bytes(entry.token))
+        tokens.append(text)
+        offset += len(text)
+    return {
+        "tokens": tokens,
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [
+            {token_text(token_bytes(t)): lp for t, lp in e.top} for e in entries
+        ],
+        "text_offset": offsets,
+    }

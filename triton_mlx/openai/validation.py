@@ -14,6 +14,8 @@ from triton_mlx.openai.errors import OpenAIError, invalid
 
 MAX_STOP_STRINGS = 16
 MAX_PROMPTS = 64
+MAX_CHOICES = 64
+MAX_LOGPROBS = 20
 
 # Parameters shared by /v1/chat/completions and /v1/completions.
 _COMMON = {
@@ -44,6 +46,8 @@ class GenerationParams:
     repetition_penalty: float = 1.0
     seed: int | None = None
     logit_bias: dict[int, float] = field(default_factory=dict)
+    n: int = 1
+    logprobs: int | None = None  # None: none; k: each token's logprob and k alternatives
 
 
 @dataclass
@@ -54,6 +58,7 @@ class ChatParams(GenerationParams):
 @dataclass
 class CompletionParams(GenerationParams):
     prompts: list[str | list[int]] = field(default_factory=list)
+    echo: bool = False
 
 
 def parse_chat(body: Any) -> ChatParams:
@@ -70,6 +75,11 @@ def parse_chat(body: Any) -> ChatParams:
             "max_completion_tokens",
         )
     params.max_tokens = max_completion if max_completion is not None else max_tokens
+    top = _int(data, "top_logprobs", minimum=0, maximum=MAX_LOGPROBS)
+    if _bool(data, "logprobs"):
+        params.logprobs = top or 0
+    elif top is not None:
+        raise invalid("top_logprobs requires logprobs to be true", "top_logprobs")
     return params
 
 
@@ -80,6 +90,11 @@ def parse_completion(body: Any) -> CompletionParams:
     params = CompletionParams(model=_model(data), prompts=_prompts(data.get("prompt")))
     _fill_common(params, data)
     params.max_tokens = _int(data, "max_tokens", minimum=1)
+    params.logprobs = _int(data, "logprobs", minimum=0, maximum=MAX_LOGPROBS)
+    params.echo = _bool(data, "echo")
+    if params.echo and params.logprobs is not None:
+        raise invalid("echo: log probabilities of the prompt are not supported yet; "
+                      "use echo or logprobs", "echo")
     return params
 
 
@@ -100,13 +115,6 @@ def _require_unsupported(data: dict[str, Any], *, chat: bool) -> None:
     def unsupported(name: str, what: str) -> OpenAIError:
         return invalid(f"{name}: {what} is not supported by this server yet", name)
 
-    n = data.get("n")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise invalid("n must be an integer >= 1", "n")
-    if n not in (None, 1):
-        raise unsupported("n", "more than one choice per prompt")
-    if data.get("logprobs") not in (None, False, 0) or data.get("top_logprobs") is not None:
-        raise unsupported("logprobs", "returning log probabilities")
     fmt = data.get("response_format")
     if fmt is not None and fmt != {"type": "text"}:
         raise unsupported("response_format", "structured output (only {\"type\": \"text\"})")
@@ -115,8 +123,6 @@ def _require_unsupported(data: dict[str, Any], *, chat: bool) -> None:
     if data.get("parallel_tool_calls") is not None and not data.get("tools"):
         raise invalid("parallel_tool_calls is only allowed with tools", "parallel_tool_calls")
     if not chat:
-        if data.get("echo") not in (None, False):
-            raise unsupported("echo", "echoing the prompt")
         if data.get("best_of") not in (None, 1):
             raise unsupported("best_of", "best-of sampling")
         if data.get("suffix") is not None:
@@ -148,6 +154,7 @@ def _fill_common(params: GenerationParams, data: dict[str, Any]) -> None:
     params.stream = _bool(data, "stream")
     params.include_usage = _stream_options(data.get("stream_options"), params.stream)
     params.logit_bias = _logit_bias(data.get("logit_bias"))
+    params.n = _int(data, "n", minimum=1, maximum=MAX_CHOICES) or 1
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise invalid("user must be a string", "user")

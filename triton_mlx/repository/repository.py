@@ -11,13 +11,16 @@ import asyncio
 import enum
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from triton_mlx import blas
 from triton_mlx.config import ServerConfig
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.prompts import PromptBuilder
+from triton_mlx.engine.runtime_profile import RuntimeProfile, on_gpu
 from triton_mlx.repository.loading import load_model_folder
 from triton_mlx.repository.settings import ModelFolderError, ModelSettings, read_settings
 
@@ -43,6 +46,7 @@ class ServedModel:
     vocab_size: int
     max_tokens_limit: int | None
     default_temperature: float | None
+    runtime_profile: RuntimeProfile | None = None
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -72,6 +76,7 @@ class ModelRepository:
         self._chat_template_override = (
             config.chat_template.read_text(encoding="utf-8") if config.chat_template else None
         )
+        self._blas_logged = False
 
     def discover(self) -> list[str]:
         """Names of the sub-folders that hold a ``config.json``, sorted."""
@@ -90,6 +95,7 @@ class ModelRepository:
         path = self.root / name
         entry = ModelEntry(name=name, path=path, state=ModelState.LOADING)
         self._entries[name] = entry
+        self._log_blas_once()
         logger.info("loading model %s from %s", name, path)
         started = time.perf_counter()
         try:
@@ -104,7 +110,19 @@ class ModelRepository:
             return entry
         entry.state = ModelState.READY
         logger.info("model %s is ready (%.1f s)", name, time.perf_counter() - started)
+        profile = entry.model.runtime_profile
+        if profile is not None:
+            level = logging.WARNING if profile.warning else logging.INFO
+            logger.log(level, "model %s: %s", name, profile.describe())
         return entry
+
+    def _log_blas_once(self) -> None:
+        """Say which BLAS MLX's CPU backend uses; a warning when a CPU run is on the slow one."""
+        if self._blas_logged:
+            return
+        self._blas_logged = True
+        slow = blas.loaded_blas() is None and sys.platform.startswith("linux") and not on_gpu()
+        logger.log(logging.WARNING if slow else logging.INFO, "BLAS: %s", blas.blas_status())
 
     def _load_model(self, name: str, path: Path, settings: ModelSettings) -> ServedModel:
         config = _read_config(path)
@@ -112,11 +130,21 @@ class ModelRepository:
             self.config.max_concurrent_requests,
             settings.max_batch_size or self.config.max_concurrent_requests,
         )
+        chosen: list[RuntimeProfile] = []
         engine = Engine(
-            lambda: load_model_folder(path),
+            lambda: load_model_folder(
+                path,
+                runtime_profile=self.config.runtime_profile,
+                max_memory_gb=self.config.max_memory_gb,
+                on_profile=chosen.append,
+            ),
             name=name,
             slots=slots,
             max_queue=self.config.max_queued_requests,
+            memory_budget_bytes=(
+                int(self.config.max_memory_gb * 2**30) if self.config.max_memory_gb else None
+            ),
+            prefix_cache_bytes=int(self.config.prefix_cache_mb * 2**20),
             warmup=self.config.warmup,
         )
         engine.start()
@@ -136,6 +164,7 @@ class ModelRepository:
             vocab_size=int(config.get("vocab_size") or engine.tokenizer.vocab_size),
             max_tokens_limit=settings.max_tokens,
             default_temperature=settings.default_temperature,
+            runtime_profile=chosen[0],
         )
 
     def get(self, name: str) -> ModelEntry | None:

@@ -1,0 +1,81 @@
+"""Engine-thread state of one running sequence, and how its tokens become outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from triton_mlx.engine.detokenizer import IncrementalDetokenizer
+from triton_mlx.engine.stop_strings import StopStringMatcher
+from triton_mlx.engine.types import GenerationOutput, GenerationRequest, TokenLogprob
+
+if TYPE_CHECKING:
+    from triton_mlx.engine.engine import GenerationStream
+
+
+@dataclass
+class Sequence:
+    """One sequence in the batch: decoding, stop strings, logprobs and its accounting."""
+
+    stream: GenerationStream
+    detokenizer: IncrementalDetokenizer
+    stop: StopStringMatcher
+    uid: int = -1
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reserved_bytes: int = 0
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+    followers: list[GenerationStream] = field(default_factory=list)
+    """Siblings of an ``n`` > 1 request, waiting to fork this sequence's prompt cache."""
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.stream.request
+
+    def advance(
+        self, token: int, logprobs: Any, finish_reason: str | None
+    ) -> tuple[GenerationOutput | None, bool]:
+        """Take one generated token; return (output to send or None, stopped by a stop string).
+
+        ``finish_reason`` is the batch generator's: "stop" for an end-of-sequence token (which
+        is not part of the text), "length" at ``max_tokens``, else None.
+        """
+        self.completion_tokens += 1
+        if finish_reason == "stop":
+            text = self.detokenizer.flush()
+        else:
+            if self.request.logprobs is not None:
+                self.pending_logprobs.append(_token_logprob(token, logprobs,
+                                                            self.request.logprobs))
+            text = self.detokenizer.add(token)
+            if finish_reason == "length":
+                text += self.detokenizer.flush()
+        text, stopped = self.stop.feed(text)
+        finish = "stop" if stopped else finish_reason
+        if finish is not None and not stopped:
+            text += self.stop.flush()
+        if finish is None and not text:
+            return None, False  # held back: a partial character or a possible stop string
+        output = GenerationOutput(
+            text=text,
+            completion_tokens=self.completion_tokens,
+            finish_reason=finish,
+            logprobs=tuple(self.pending_logprobs),
+            cached_tokens=self.cached_tokens,
+        )
+        self.pending_logprobs.clear()
+        return output, stopped
+
+
+def _token_logprob(token: int, logprobs: Any, top: int) -> TokenLogprob:
+    """The chosen token's log probability and the ``top`` most likely tokens, from the
+    step's normalised log probabilities (an MLX vector over the vocabulary)."""
+    import mlx.core as mx
+
+    chosen = float(logprobs[token].item())
+    if top <= 0:
+        return TokenLogprob(token, chosen)
+    ids = mx.argpartition(-logprobs, kth=top - 1)[:top]
+    values = logprobs[ids]
+    pairs = sorted(zip(ids.tolist(), values.tolist(), strict=True), key=lambda p: -p[1])
+    return TokenLogprob(token, chosen, tuple((int(i), float(v)) for i, v in pairs))
