@@ -132,6 +132,10 @@ def serve_parser() -> argparse.ArgumentParser:
                    "the same beginning (multi-turn chats, shared system prompts); least "
                    "recently used entries go first, and running requests take precedence. "
                    "0 disables it (default: 1024).")
+    p.add_argument("--prefill-chunk-tokens", type=_int_at_least(1), default=None, metavar="N",
+                   help="Prompt tokens prefilled between two decode steps, so a long prompt "
+                   "never stalls running streams for long (default: 128 on a CPU, 2048 on a "
+                   "GPU).")
     p.add_argument("--runtime-profile", choices=PROFILE_CHOICES, default="auto",
                    help="How a model's weights run on a CPU (default: auto). fast: dense "
                    "float32 weights through an optimized BLAS (OpenBLAS, loaded at start on "
@@ -176,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_request_bytes=int(args.max_request_mb * 1024 * 1024),
         runtime_profile=args.runtime_profile,
         prefix_cache_mb=args.prefix_cache_mb,
+        prefill_chunk_tokens=args.prefill_chunk_tokens,
     )
 
 

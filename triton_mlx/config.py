@@ -25,4 +25,5 @@ class ServerConfig:
     max_request_bytes: int = 8 * 1024 * 1024
     runtime_profile: str = "auto"
     prefix_cache_mb: float = 1024.0
+    prefill_chunk_tokens: int | None = None
     warmup: bool = True

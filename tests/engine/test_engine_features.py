@@ -149,3 +149,26 @@ def test_memory_admission_queues_what_does_not_fit_now(tiny_repository):
             engine.submit(GenerationRequest(prompt, 2000, GREEDY))
     finally:
         engine.stop()
+
+
+def test_long_prompt_is_prefilled_in_chunks_between_decode_steps(tiny_repository):
+    """A running stream keeps getting tokens while a long prompt is prefilled: one decode
+    step per prefill chunk, rather than one long stall."""
+    engine = make_engine(tiny_repository, prefill_step_size=32)
+    try:
+        async def main():
+            (running,) = engine.submit(GenerationRequest([5, 6, 7], 400, GREEDY))
+            iterator = running.__aiter__()
+            await iterator.__anext__()  # the running stream is decoding
+            long_prompt = list(range(10, 10 + 320))  # 10 chunks of 32
+            before = engine.stats().generated_tokens
+            (arriving,) = engine.submit(GenerationRequest(long_prompt, 2, GREEDY))
+            await arriving.__aiter__().__anext__()
+            running.cancel()
+            # Tokens generated until the long prompt's first: the running stream's, made
+            # between the chunks, and that first one.
+            return engine.stats().generated_tokens - before
+
+        assert asyncio.run(main()) >= 10
+    finally:
+        engine.stop()

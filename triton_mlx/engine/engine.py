@@ -46,6 +46,11 @@ logger = logging.getLogger("triton_mlx.engine")
 
 _FINISHED = object()  # queue sentinel: the stream has delivered its last output
 _HEADROOM = 0.1  # share of the memory budget kept free for activations and MLX's buffers
+# Prompt tokens prefilled between two decode steps: the longest a running stream waits while
+# a long prompt arrives. A CPU prefills a few hundred tokens per second, a GPU tens of
+# thousands, so the CPU gets short chunks (fair) and the GPU long ones (efficient).
+CPU_PREFILL_CHUNK = 128
+GPU_PREFILL_CHUNK = 2048
 
 
 class GenerationStream:
@@ -102,7 +107,7 @@ class Engine:
         name: str,
         slots: int,
         max_queue: int,
-        prefill_step_size: int = 512,
+        prefill_step_size: int | None = None,
         warmup: bool = True,
         memory_budget_bytes: int | None = None,
         prefix_cache_bytes: int = 0,
@@ -225,11 +230,14 @@ class Engine:
 
             self._model, self._tokenizer = self._load()
             self._stream = mx.default_stream(mx.default_device())
+            on_gpu = mx.default_device() == mx.gpu
+            if self._prefill_step_size is None:
+                self._prefill_step_size = GPU_PREFILL_CHUNK if on_gpu else CPU_PREFILL_CHUNK
             self._vocab_size = _vocab_size(self._model)
             self._decoder = _fast_decoder(self._tokenizer)
             self._generator = self._new_generator()
             if self._warmup:
-                self._warm_up(on_gpu=mx.default_device() == mx.gpu)
+                self._warm_up(on_gpu=on_gpu)
             self.budget = self._measure_budget()
         except BaseException as exc:  # reported through wait_loaded
             self._load_error = exc

@@ -145,6 +145,7 @@ class ModelRepository:
                 int(self.config.max_memory_gb * 2**30) if self.config.max_memory_gb else None
             ),
             prefix_cache_bytes=int(self.config.prefix_cache_mb * 2**20),
+            prefill_step_size=self.config.prefill_chunk_tokens,
             warmup=self.config.warmup,
         )
         engine.start()
