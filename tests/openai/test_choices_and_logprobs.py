@@ -2,8 +2,10 @@
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TINY
+from tests.openai.http_client import request
 
 BAN_EOS = {"2": -100}
 HELLO = [{"role": "user", "content": "Hello world"}]
@@ -73,7 +75,7 @@ def test_completion_logprobs_and_echo(client):
     assert echoed.choices[0].text == "Hello world" + response.choices[0].text
 
 
-def test_usage_reports_cached_prompt_tokens(client):
+def test_usage_reports_cached_prompt_tokens(client, tiny_server):
     system = {"role": "system", "content": "You are a helpful assistant. " * 20}
     args = dict(model=TINY, max_tokens=2, temperature=0, logit_bias=BAN_EOS)
     client.chat.completions.create(messages=[system, {"role": "user", "content": "one"}],
@@ -81,3 +83,7 @@ def test_usage_reports_cached_prompt_tokens(client):
     warm = client.chat.completions.create(
         messages=[system, {"role": "user", "content": "two"}], **args)
     assert warm.usage.prompt_tokens_details.cached_tokens > 100
+    status, _, text = request(tiny_server.port, "GET", "/v1/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    hits = {s.labels["model"]: s.value for s in families["triton_mlx_prefix_cache_hits"].samples}
+    assert hits[TINY] >= 1

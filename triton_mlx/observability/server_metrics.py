@@ -43,6 +43,15 @@ class ServerMetrics:
         self.generation_tokens = r.counter(
             "triton_mlx_generation_tokens", "Tokens generated.", ("model",)
         )
+        self.prefix_cache_hits = r.counter(
+            "triton_mlx_prefix_cache_hits",
+            "Generation requests whose prompt started from the prefix cache.", ("model",),
+        )
+        self.cached_prompt_tokens = r.counter(
+            "triton_mlx_prefix_cache_tokens",
+            "Prompt tokens served from the prefix cache instead of being prefilled.",
+            ("model",),
+        )
         self.tokens_per_second = r.histogram(
             "triton_mlx_request_generation_tokens_per_second",
             "Decode speed of each finished request: generated tokens / generation time.",
@@ -76,10 +85,14 @@ class ServerMetrics:
         first_token_after: float | None,
         prompt_tokens: int,
         completion_tokens: int,
+        cached_tokens: int = 0,
     ) -> None:
         """Record one finished generation request."""
         self.request_duration.observe(duration, model=model, route=route)
         self.prompt_tokens.inc(prompt_tokens, model=model)
+        if cached_tokens:
+            self.prefix_cache_hits.inc(model=model)
+            self.cached_prompt_tokens.inc(cached_tokens, model=model)
         self.generation_tokens.inc(completion_tokens, model=model)
         if first_token_after is None:
             return

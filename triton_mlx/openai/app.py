@@ -184,6 +184,7 @@ class OpenAIFrontend:
             first_token_after=None if first is None else first - generation.started,
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=completion_tokens,
+            cached_tokens=generation.cached_tokens,
         )
 
     # ----- models, health, metrics -----
