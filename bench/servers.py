@@ -1,0 +1,132 @@
+"""Starting and stopping the servers under test: one at a time, on free loopback ports.
+
+Both run as child processes of this Python with the model hub switched off
+(``HF_HUB_OFFLINE=1``), their output going to a log file whose tail is shown if one fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+class ServerFailed(RuntimeError):
+    """The server exited or never became ready; the message ends with its log's tail."""
+
+
+@dataclass
+class ServerSpec:
+    """How to start one server and talk to it."""
+
+    name: str
+    argv: list[str]
+    port: int
+    model: str  # the ``model`` field the requests carry
+    ready_path: str  # polled until it answers 200
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def flags(self) -> str:
+        """The command line as run, for the report."""
+        return " ".join(self.argv[1:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ours(model_dir: Path, repository: Path, slots: int, extra: list[str]) -> ServerSpec:
+    """``python -m triton_mlx`` on ``repository``, a folder holding a link to ``model_dir``."""
+    link = repository / model_dir.name
+    if not link.exists():
+        link.symlink_to(model_dir, target_is_directory=True)
+    port = free_port()
+    argv = [sys.executable, "-m", "triton_mlx", "--model-repository", str(repository),
+            "--max-concurrent-requests", str(slots), "--openai-port", str(port),
+            "--http-port", str(free_port()), "--host", "127.0.0.1", "--log-level", "WARNING",
+            *extra]
+    return ServerSpec("triton-mlx", argv, port, model_dir.name, "/v1/health/ready")
+
+
+def peer(model_dir: Path, slots: int, extra: list[str]) -> ServerSpec:
+    """mlx-lm's own ``mlx_lm.server``, batching up to ``slots`` prompts and decodes at once.
+
+    It serves the folder given by ``--model`` under the name ``default_model``; any other
+    name would make it try to load that name (from the hub, which is switched off).
+    """
+    port = free_port()
+    argv = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model_dir),
+            "--host", "127.0.0.1", "--port", str(port), "--decode-concurrency", str(slots),
+            "--prompt-concurrency", str(slots), "--log-level", "WARNING", *extra]
+    return ServerSpec("mlx_lm.server", argv, port, "default_model", "/health")
+
+
+@contextlib.contextmanager
+def running(spec: ServerSpec, log_dir: Path, ready_timeout: float = 600) -> Iterator[ServerSpec]:
+    """Start ``spec``, wait until it is ready, and stop it (SIGTERM, then SIGKILL) on exit."""
+    log_path = log_dir / f"{spec.name}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            spec.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            env={**os.environ, **OFFLINE},
+        )
+    try:
+        _wait_ready(spec, process, log_path, ready_timeout)
+        yield spec
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def get_json(url: str, timeout: float = 10) -> dict | None:
+    """GET ``url`` as JSON; None on any failure (it only decorates the report)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.load(response)
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_ready(
+    spec: ServerSpec, process: subprocess.Popen, log_path: Path, timeout: float
+) -> None:
+    url = f"http://127.0.0.1:{spec.port}{spec.ready_path}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerFailed(f"{spec.name} exited with {process.returncode}:\n"
+                               + _tail(log_path))
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise ServerFailed(f"{spec.name} was not ready within {timeout:.0f} s:\n" + _tail(log_path))
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
