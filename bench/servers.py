@@ -61,7 +61,8 @@ def ours(model_dir: Path, repository: Path, slots: int, extra: list[str]) -> Ser
     port = free_port()
     argv = [sys.executable, "-m", "triton_mlx", "--model-repository", str(repository),
             "--max-concurrent-requests", str(slots), "--openai-port", str(port),
-            "--http-port", str(free_port()), "--host", "127.0.0.1", "--log-level", "WARNING",
+            "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+            "--host", "127.0.0.1", "--log-level", "WARNING",
             *extra]
     return ServerSpec("triton-mlx", argv, port, model_dir.name, "/v1/health/ready")
 

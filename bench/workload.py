@@ -102,5 +102,12 @@ def prefix_messages(system: str, question: str) -> Messages:
 
 
 def eos_ban(tokenizer: Any) -> dict[str, int]:
-    """``logit_bias`` banning every end-of-sequence token: each request runs to max_tokens."""
-    return {str(t): -100 for t in sorted(tokenizer.eos_token_ids)}
+    """``logit_bias`` banning every end-of-sequence and other special token: each request runs
+    to max_tokens, and produces visible text even from random weights (special tokens are
+    left out of the text, so a random model emitting them would stream nothing)."""
+    hf_tokenizer = getattr(tokenizer, "_tokenizer", tokenizer)
+    special = set(tokenizer.eos_token_ids)
+    special.update(getattr(hf_tokenizer, "all_special_ids", ()))
+    added = getattr(hf_tokenizer, "added_tokens_decoder", {})
+    special.update(i for i, token in added.items() if getattr(token, "special", False))
+    return {str(t): -100 for t in sorted(special)}

@@ -53,6 +53,15 @@ class RunningServer:
         return self.server.openai.port
 
     @property
+    def http_port(self) -> int:
+        """The Triton (KServe v2) port."""
+        return self.server.http.port
+
+    @property
+    def metrics_port(self) -> int:
+        return self.server.metrics_http.port
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
@@ -63,7 +72,7 @@ class RunningServer:
 def make_config(repository: Path, **overrides) -> ServerConfig:
     config = ServerConfig(
         model_repository=repository, host="127.0.0.1", openai_port=0, http_port=0,
-        max_concurrent_requests=4, max_queued_requests=8, warmup=False,
+        metrics_port=0, max_concurrent_requests=4, max_queued_requests=8, warmup=False,
     )
     return dataclasses.replace(config, **overrides)
 

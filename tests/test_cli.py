@@ -16,7 +16,7 @@ from tests.conftest import TINY
 FLAGS = ["--model-repository", "--host", "--openai-port", "--http-port", "--log-level",
          "--max-memory-gb", "--default-max-tokens", "--chat-template", "--model-control-mode",
          "--repository-poll-secs", "--max-concurrent-requests", "--api-key", "--json-logs",
-         "--runtime-profile", "--prefix-cache-mb", "--max-queued-requests"]
+         "--runtime-profile", "--prefix-cache-mb", "--max-queued-requests", "--metrics-port"]
 
 
 def run(*args, **kwargs):
@@ -69,7 +69,8 @@ def test_serves_with_json_logs_and_exits_cleanly_on_sigterm(tiny_repository):
     env = {**os.environ, "TRITON_MLX_API_KEY": "k3y"}
     process = subprocess.Popen(
         [sys.executable, "-m", "triton_mlx", "--model-repository", str(tiny_repository),
-         "--host", "127.0.0.1", "--openai-port", str(port), "--json-logs"],
+         "--host", "127.0.0.1", "--openai-port", str(port), "--http-port", str(free_port()),
+         "--metrics-port", str(free_port()), "--json-logs"],
         stderr=subprocess.PIPE, text=True, env=env,
     )
     try:

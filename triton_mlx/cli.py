@@ -77,8 +77,8 @@ def _level(text: str) -> str:
 def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="triton-mlx",
-        description="Serve MLX language models over the OpenAI API (and, as it lands, "
-        "NVIDIA Triton's HTTP protocol). Subcommand: 'import-gguf FILE DEST' converts a "
+        description="Serve MLX language models over the OpenAI API and NVIDIA Triton's "
+        "HTTP protocol. Subcommand: 'import-gguf FILE DEST' converts a "
         "llama-family GGUF file into a model folder.",
     )
     p.add_argument("--model-repository", type=_existing_dir, required=True, metavar="PATH",
@@ -88,8 +88,11 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--openai-port", type=_port, default=9000, metavar="PORT",
                    help="OpenAI API port (default: 9000).")
     p.add_argument("--http-port", type=_port, default=8000, metavar="PORT",
-                   help="Triton/KServe v2 HTTP API port (default: 8000). Accepted now; the "
-                   "Triton protocol (/v2/...) is served on it once that front-end lands.")
+                   help="NVIDIA Triton / KServe v2 HTTP API port, /v2/... (default: 8000).")
+    p.add_argument("--metrics-port", type=_port, default=8002, metavar="PORT",
+                   help="Prometheus metrics port, GET /metrics, with Triton's nv_* metrics "
+                   "and ours (default: 8002). The same text is at /v1/metrics on the OpenAI "
+                   "port.")
     p.add_argument("--log-level", type=_level, default="INFO", metavar="LEVEL",
                    help="DEBUG, INFO, WARNING, ERROR (default: INFO). Prompts and outputs "
                    "are logged only at DEBUG.")
@@ -167,6 +170,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         host=args.host,
         openai_port=args.openai_port,
         http_port=args.http_port,
+        metrics_port=args.metrics_port,
         log_level=args.log_level,
         max_memory_gb=args.max_memory_gb,
         default_max_tokens=args.default_max_tokens,

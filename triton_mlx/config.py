@@ -12,6 +12,7 @@ class ServerConfig:
     host: str = "0.0.0.0"
     openai_port: int = 9000
     http_port: int = 8000
+    metrics_port: int = 8002
     log_level: str = "INFO"
     max_memory_gb: float | None = None
     default_max_tokens: int = 256

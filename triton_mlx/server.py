@@ -9,10 +9,13 @@ import signal
 from triton_mlx.config import ServerConfig
 from triton_mlx.engine import memory
 from triton_mlx.http import HTTPLimits, HTTPServer
+from triton_mlx.observability import system_memory
 from triton_mlx.observability.logs import configure_logging
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai.app import OpenAIFrontend
 from triton_mlx.repository.repository import ModelRepository
+from triton_mlx.triton.app import TritonFrontend
+from triton_mlx.triton.metrics_port import metrics_router
 
 logger = logging.getLogger("triton_mlx.server")
 
@@ -33,10 +36,20 @@ class Server:
             memory=lambda: {**memory.mlx_memory(),
                             "process_resident": memory.process_resident_bytes()},
         )
+        self.metrics.bind_system_memory(system_memory.total_bytes, system_memory.used_bytes)
         limits = HTTPLimits(max_body_bytes=config.max_request_bytes)
         self.openai = HTTPServer(
             OpenAIFrontend(self.repository, config, self.metrics).router(),
             host=config.host, port=config.openai_port, limits=limits, name="openai",
+        )
+        self.triton = TritonFrontend(self.repository, config, self.metrics)
+        self.http = HTTPServer(
+            self.triton.router(), host=config.host, port=config.http_port, limits=limits,
+            name="triton",
+        )
+        self.metrics_http = HTTPServer(
+            metrics_router(self.metrics, config.api_key), host=config.host,
+            port=config.metrics_port, limits=limits, name="metrics",
         )
 
     def _occupancy(self, field: str) -> dict[tuple[str, ...], float]:
@@ -50,14 +63,22 @@ class Server:
         if self.config.max_memory_gb:
             memory.set_memory_limit(self.config.max_memory_gb)
         await self.openai.start()
-        logger.info("OpenAI API listening on http://%s:%d/v1", self.config.host, self.openai.port)
+        await self.http.start()
+        await self.metrics_http.start()
+        host = self.config.host
+        logger.info("OpenAI API listening on http://%s:%d/v1", host, self.openai.port)
+        logger.info("Triton HTTP API listening on http://%s:%d/v2", host, self.http.port)
+        logger.info("metrics listening on http://%s:%d/metrics", host, self.metrics_http.port)
         await self.repository.load_all()
+        self.triton.started = True
         ready = [e.name for e in self.repository.entries() if e.model is not None]
         logger.info("serving %d model(s): %s", len(ready), ", ".join(ready) or "none")
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop accepting, let in-flight requests finish for up to ``grace`` s, unload."""
-        await self.openai.close(grace=grace)
+        await asyncio.gather(
+            *(s.close(grace=grace) for s in (self.openai, self.http, self.metrics_http))
+        )
         await self.repository.close()
 
 
@@ -71,7 +92,7 @@ async def serve(config: ServerConfig) -> int:
         await server.start()
     except OSError as exc:  # e.g. the port is taken
         logger.error("cannot start: %s", exc)
-        await server.repository.close()
+        await server.stop(grace=0)
         return 1
     await stop.wait()
     logger.info("shutting down: finishing in-flight requests (up to %.0f s)",

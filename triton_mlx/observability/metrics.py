@@ -132,11 +132,15 @@ class Counter(_Metric):
     type = "counter"
     _reserved = frozenset({"amount"})
 
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, help: str, labelnames: Sequence[str] = (), *, total_suffix: bool = True
+    ) -> None:
         # In format 0.0.4 HELP, TYPE and samples share one name, the suffixed one
         # (OpenMetrics would put the bare name on TYPE; that is a different format).
+        # ``total_suffix=False`` keeps the name as given, for families whose established
+        # name has no suffix (Triton's ``nv_inference_request_success``, ...).
         super().__init__(name, help, labelnames)
-        if not name.endswith("_total"):
+        if total_suffix and not name.endswith("_total"):
             self.name = name + "_total"
         self._values: dict[Key, float] = {} if self.labelnames else {(): 0.0}
 
@@ -350,8 +354,10 @@ class Registry:
         self._metrics: list[_Metric] = []
         self._names: set[str] = set()
 
-    def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
-        return self._register(Counter(name, help, labelnames))
+    def counter(
+        self, name: str, help: str, labelnames: Sequence[str] = (), *, total_suffix: bool = True
+    ) -> Counter:
+        return self._register(Counter(name, help, labelnames, total_suffix=total_suffix))
 
     def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:
         return self._register(Gauge(name, help, labelnames))

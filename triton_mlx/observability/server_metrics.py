@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from triton_mlx.observability.inference_stats import (
+    SUCCESS,
+    InferenceStats,
+    InferenceTiming,
+)
 from triton_mlx.observability.metrics import (
     DEFAULT_BUCKETS,
     TOKEN_LATENCY_BUCKETS,
@@ -11,6 +16,10 @@ from triton_mlx.observability.metrics import (
 )
 
 Occupancy = Callable[[], dict[tuple[str, ...], float]]
+
+MODEL_VERSION = "1"  # every model has one version; Triton's metrics label it
+# Triton's default buckets for nv_inference_first_response_histogram_ms.
+FIRST_RESPONSE_BUCKETS_MS: tuple[float, ...] = (100, 500, 2000, 5000)
 
 
 class ServerMetrics:
@@ -69,12 +78,108 @@ class ServerMetrics:
             "Memory in use: MLX active/peak/cache and the process's resident set.",
             ("kind",),
         )
+        self.inference_stats = InferenceStats()
+        self._add_triton_families()
+
+    def _add_triton_families(self) -> None:
+        """Triton's metric names, help texts and labels, so its dashboards work unchanged.
+
+        Triton's counters carry no ``_total`` suffix; its failure counter has a ``reason``.
+        """
+        r = self.registry
+        labels = ("model", "version")
+
+        def counter(name: str, help: str, names: tuple[str, ...] = labels):
+            return r.counter(name, help, names, total_suffix=False)
+
+        self.nv_success = counter(
+            "nv_inference_request_success",
+            "Number of successful inference requests, all batch sizes")
+        self.nv_failure = counter(
+            "nv_inference_request_failure",
+            "Number of failed inference requests, all batch sizes",
+            ("model", "reason", "version"))
+        self.nv_count = counter(
+            "nv_inference_count",
+            "Number of inferences performed (does not include cached requests)")
+        self.nv_exec_count = counter(
+            "nv_inference_exec_count",
+            "Number of model executions performed (does not include cached requests)")
+        self.nv_request_duration = counter(
+            "nv_inference_request_duration_us",
+            "Cumulative inference request duration in microseconds (includes cached requests)")
+        self.nv_queue_duration = counter(
+            "nv_inference_queue_duration_us",
+            "Cumulative inference queuing duration in microseconds (includes cached requests)")
+        self.nv_compute_input_duration = counter(
+            "nv_inference_compute_input_duration_us",
+            "Cumulative compute input duration in microseconds (does not include cached "
+            "requests)")
+        self.nv_compute_infer_duration = counter(
+            "nv_inference_compute_infer_duration_us",
+            "Cumulative compute inference duration in microseconds (does not include cached "
+            "requests)")
+        self.nv_compute_output_duration = counter(
+            "nv_inference_compute_output_duration_us",
+            "Cumulative inference compute output duration in microseconds (does not include "
+            "cached requests)")
+        self.nv_pending = r.gauge(
+            "nv_inference_pending_request_count",
+            "Instantaneous number of pending requests awaiting execution per-model.",
+            labels)
+        self.nv_first_response = r.histogram(
+            "nv_inference_first_response_histogram_ms",
+            "Duration from request to first response in milliseconds",
+            labels, FIRST_RESPONSE_BUCKETS_MS)
+        self.nv_cpu_memory_total = r.gauge(
+            "nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes")
+        self.nv_cpu_memory_used = r.gauge(
+            "nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes")
 
     def bind(self, running: Occupancy, queued: Occupancy, memory: Callable[[], dict]) -> None:
         """Wire the gauges that are read at scrape time."""
         self.running.set_function(running)
         self.queued.set_function(queued)
         self.memory.set_function(lambda: {(kind,): value for kind, value in memory().items()})
+        self.nv_pending.set_function(
+            lambda: {(model, MODEL_VERSION): value for (model,), value in queued().items()}
+        )
+
+    def bind_system_memory(
+        self, total: Callable[[], float], used: Callable[[], float]
+    ) -> None:
+        """Wire Triton's system-wide RAM gauges (a reading that raises is left out)."""
+        self.nv_cpu_memory_total.set_function(total)
+        self.nv_cpu_memory_used.set_function(used)
+
+    def observe_inference(
+        self,
+        model: str,
+        timing: InferenceTiming,
+        *,
+        outcome: str = SUCCESS,
+        inferences: int = 1,
+    ) -> None:
+        """Record one generation request for Triton's statistics and ``nv_*`` metrics.
+
+        Both front-ends call this for every request they submitted to an engine; ``outcome``
+        is ``SUCCESS`` or a Triton failure reason (see ``inference_stats``).
+        """
+        self.inference_stats.record(model, timing, outcome=outcome, inferences=inferences)
+        v = MODEL_VERSION
+        if outcome != SUCCESS:
+            self.nv_failure.inc(model=model, reason=outcome, version=v)
+            return
+        self.nv_success.inc(model=model, version=v)
+        self.nv_count.inc(inferences, model=model, version=v)
+        self.nv_exec_count.inc(model=model, version=v)
+        self.nv_request_duration.inc(timing.duration // 1000, model=model, version=v)
+        self.nv_queue_duration.inc(timing.queue // 1000, model=model, version=v)
+        self.nv_compute_input_duration.inc(timing.compute_input // 1000, model=model, version=v)
+        self.nv_compute_infer_duration.inc(timing.compute_infer // 1000, model=model, version=v)
+        self.nv_compute_output_duration.inc(timing.compute_output // 1000, model=model, version=v)
+        if timing.first_response is not None:
+            self.nv_first_response.observe(timing.first_response / 1e6, model=model, version=v)
 
     def observe_generation(
         self,

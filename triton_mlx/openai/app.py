@@ -21,6 +21,12 @@ from triton_mlx.http import (
     sse_event,
     text_response,
 )
+from triton_mlx.observability.inference_stats import (
+    BACKEND,
+    CANCELED,
+    SUCCESS,
+    InferenceTiming,
+)
 from triton_mlx.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai import generation as gen
@@ -116,14 +122,17 @@ class OpenAIFrontend:
         choices = _Choices(model, params, prompts, chat)
         if params.stream:
             return StreamingResponse(self._stream(request, generation, shape, params, choices))
+        outcome = CANCELED
         try:
             async for index, output in generation.outputs():
                 choices.add(index, output)
+            outcome = SUCCESS
         except EngineError as exc:
+            outcome = BACKEND
             raise OpenAIError(500, str(exc), code="engine_error") from None
         finally:
             generation.cancel()  # no-op when finished; frees the slots if the client left
-            self._record(request, generation, chat)
+            self._record(request, generation, chat, outcome)
         body = shape.body(
             choices.texts(),
             choices.finish_reasons,
@@ -145,6 +154,7 @@ class OpenAIFrontend:
         a finish chunk per choice, then the usage chunk if asked for, then ``[DONE]``. An
         engine failure after the stream has started becomes an in-band error event."""
         with_usage = params.include_usage
+        outcome = CANCELED
         try:
             for index in range(len(generation.streams)):
                 if shape.chat:
@@ -165,14 +175,18 @@ class OpenAIFrontend:
                 yield _event(shape.usage_chunk(usage(
                     generation.prompt_tokens, generation.total_completion_tokens,
                     generation.cached_tokens)))
+            outcome = SUCCESS
         except EngineError as exc:
+            outcome = BACKEND
             yield sse_event(OpenAIError(500, str(exc), code="engine_error").sse_data())
         finally:
             generation.cancel()
-            self._record(request, generation, shape.chat)
+            self._record(request, generation, shape.chat, outcome)
         yield sse_event("[DONE]")
 
-    def _record(self, request: Request, generation: gen.Generation, chat: bool) -> None:
+    def _record(
+        self, request: Request, generation: gen.Generation, chat: bool, outcome: str = SUCCESS
+    ) -> None:
         now = time.perf_counter()
         completion_tokens = generation.total_completion_tokens
         request.log_fields["completion_tokens"] = completion_tokens
@@ -185,6 +199,12 @@ class OpenAIFrontend:
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=completion_tokens,
             cached_tokens=generation.cached_tokens,
+        )
+        self.metrics.observe_inference(  # Triton's statistics and nv_* metrics count us too
+            generation.model.name,
+            InferenceTiming.from_marks(received=generation.started, submitted=generation.started,
+                                       first_output=first, finished=now),
+            outcome=outcome, inferences=len(generation.streams),
         )
 
     # ----- models, health, metrics -----

@@ -1,0 +1,374 @@
+"""NVIDIA Triton's HTTP protocol (KServe v2 and Triton's extensions): routes and handlers.
+
+Status codes and bodies follow Triton's HTTP server: errors are ``{"error": "..."}``, health
+and readiness answer 200 or 400 with empty bodies, unknown routes ``{"error": "Not Found"}``.
+Every model is served with the LLM signature of Triton's vLLM backend (``signature.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from importlib import metadata as package_metadata
+from typing import Any
+
+from triton_mlx.auth import bearer_auth
+from triton_mlx.config import ServerConfig
+from triton_mlx.engine.types import EngineError
+from triton_mlx.http import (
+    Request,
+    Response,
+    Router,
+    StreamingResponse,
+    json_response,
+    sse_event,
+)
+from triton_mlx.observability.inference_stats import BACKEND
+from triton_mlx.observability.server_metrics import ServerMetrics
+from triton_mlx.repository.repository import ModelEntry, ModelRepository, ModelState, ServedModel
+from triton_mlx.triton import signature, stats, tensors
+from triton_mlx.triton.compression import decompress
+from triton_mlx.triton.errors import (
+    TritonError,
+    format_error,
+    internal,
+    invalid_arg,
+    not_found,
+    unavailable,
+    unsupported,
+)
+from triton_mlx.triton.generate_request import parse_generate
+from triton_mlx.triton.inference import Inference, submit
+
+logger = logging.getLogger("triton_mlx.triton")
+
+HEALTH_PATHS = ("/v2/health/live", "/v2/health/ready")
+SERVER_NAME = "triton-mlx"
+# Only what works end to end; see README "Triton HTTP API".
+EXTENSIONS = (
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+    "generate",
+)
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+
+def _version() -> str:
+    try:
+        return package_metadata.version("triton-mlx")
+    except package_metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class TritonFrontend:
+    """Serves the repository's models over Triton's HTTP/REST protocol."""
+
+    def __init__(
+        self, repository: ModelRepository, config: ServerConfig, metrics: ServerMetrics
+    ) -> None:
+        self.repository = repository
+        self.config = config
+        self.metrics = metrics
+        self.started = False
+        """Set by the server once the repository's first load is done (readiness)."""
+
+    def router(self) -> Router:
+        router = Router(format_error)
+        if self.config.api_key:
+            router.add_middleware(
+                bearer_auth(
+                    self.config.api_key,
+                    exempt_paths=HEALTH_PATHS,
+                    unauthorized=lambda message: TritonError(401, message).response(),
+                )
+            )
+        router.add_middleware(_triton_errors)
+        router.add("GET", "/v2", self.server_metadata)
+        router.add("GET", "/v2/health/live", self.live)
+        router.add("GET", "/v2/health/ready", self.ready)
+        router.add("GET", "/v2/models/stats", self.all_stats)
+        router.add("POST", "/v2/repository/index", self.repository_index)
+        router.add("POST", "/v2/repository/models/{model}/load", self.load)
+        router.add("POST", "/v2/repository/models/{model}/unload", self.unload)
+        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            router.add("GET", base, self.model_metadata)
+            router.add("GET", base + "/ready", self.model_ready)
+            router.add("GET", base + "/config", self.model_config)
+            router.add("GET", base + "/stats", self.model_stats)
+            router.add("POST", base + "/infer", self.infer)
+            router.add("POST", base + "/generate", self.generate)
+            router.add("POST", base + "/generate_stream", self.generate_stream)
+        return router
+
+    # ----- server -----
+
+    async def server_metadata(self, request: Request) -> Response:
+        return json_response(
+            {"name": SERVER_NAME, "version": _version(), "extensions": list(EXTENSIONS)}
+        )
+
+    async def live(self, request: Request) -> Response:
+        return Response(200)
+
+    async def ready(self, request: Request) -> Response:
+        """Triton's strict readiness: started, and every model of the repository ready."""
+        entries = self.repository.entries()
+        ready = self.started and all(e.state is ModelState.READY for e in entries)
+        return Response(200 if ready else 400)
+
+    # ----- models -----
+
+    async def model_metadata(self, request: Request) -> Response:
+        model = self._ready_model(request)
+        return json_response(signature.metadata(model.name))
+
+    async def model_config(self, request: Request) -> Response:
+        model = self._ready_model(request)
+        return json_response(signature.config(model.name))
+
+    async def model_ready(self, request: Request) -> Response:
+        name, version = _model_path(request)
+        entry = self.repository.get(name)
+        ready = (
+            entry is not None
+            and entry.state is ModelState.READY
+            and entry.model is not None
+            and version in (None, signature.MODEL_VERSION)
+        )
+        if not ready:
+            raise invalid_arg("Model version not ready")
+        return Response(200)
+
+    async def model_stats(self, request: Request) -> Response:
+        name, version = _model_path(request)
+        entry = self.repository.get(name)
+        if entry is None or entry.state is not ModelState.READY:
+            raise invalid_arg(f"requested model '{name}' is not available")
+        if version not in (None, signature.MODEL_VERSION):
+            raise invalid_arg(f"requested model version is not available for model '{name}'")
+        stat = stats.model_stats(self.metrics.inference_stats, name)
+        return json_response({"model_stats": [stat]})
+
+    async def all_stats(self, request: Request) -> Response:
+        ready = [e.name for e in self.repository.entries() if e.state is ModelState.READY]
+        return json_response(
+            {"model_stats": [stats.model_stats(self.metrics.inference_stats, n) for n in ready]}
+        )
+
+    # ----- repository -----
+
+    async def repository_index(self, request: Request) -> Response:
+        ready_only = False
+        if request.body:
+            document = tensors.parse_json(request.body)
+            if not isinstance(document, dict):
+                raise invalid_arg("the repository index request must be a JSON object")
+            value = document.get("ready", False)
+            if not isinstance(value, bool):
+                raise invalid_arg("Unable to parse 'ready': expected a boolean")
+            ready_only = value
+        entries = [
+            stats.index_entry(e)
+            for e in self.repository.entries()
+            if not ready_only or e.state is ModelState.READY
+        ]
+        return json_response(entries)
+
+    async def load(self, request: Request) -> Response:
+        return self._model_control(request)
+
+    async def unload(self, request: Request) -> Response:
+        return self._model_control(request)
+
+    def _model_control(self, request: Request) -> Response:
+        if request.body:
+            document = tensors.parse_json(request.body)
+            if not isinstance(document, dict):
+                raise invalid_arg("the model control request must be a JSON object")
+        if self.config.model_control_mode != "explicit":
+            raise unavailable("explicit model load / unload is not allowed if polling is enabled")
+        raise unsupported("explicit model load / unload is not implemented by this server yet")
+
+    # ----- inference -----
+
+    async def infer(self, request: Request) -> Response:
+        received = time.perf_counter()
+        model = self._ready_model(request)
+        body = decompress(
+            request.body, request.headers.get("content-encoding"), self.config.max_request_bytes
+        )
+        json_length = tensors.header_length(
+            request.headers.get("inference-header-content-length"), len(body)
+        )
+        if json_length == 0:
+            raise invalid_arg(
+                f"Raw request must only have 1 input (found 1) to be deduced but got "
+                f"{len(signature.INPUTS)} inputs in '{model.name}' model configuration"
+            )
+        infer = tensors.decode_request(body, json_length, model.name)
+        inputs = signature.check_inputs(model.name, infer.inputs, infer.id)
+        signature.check_outputs(model.name, infer.outputs)
+        if inputs.stream:
+            raise unsupported(
+                "HTTP end point doesn't support models with decoupled transaction policy "
+                "when 'stream' is true; use /generate_stream or set 'stream' to false"
+            )
+        inference = self._submit(request, model, inputs, infer.parameters, received)
+        try:
+            text = await inference.text()
+            output = tensors.Tensor(signature.TEXT_OUTPUT, "BYTES", [1], [text.encode("utf-8")])
+            binary = _binary_outputs(infer)
+            payload, header = tensors.encode_response(
+                model_name=model.name,
+                model_version=signature.MODEL_VERSION,
+                request_id=infer.id,
+                outputs=[(output, binary)],
+            )
+            inference.succeeded()
+        except EngineError as exc:
+            inference.failed(BACKEND)
+            raise internal(f"Error generating stream: {exc}") from None
+        finally:
+            inference.close()
+        if header is None:
+            return Response(200, payload, content_type="application/json")
+        return Response(
+            200, payload, headers=[("Inference-Header-Content-Length", str(header))],
+            content_type="application/octet-stream",
+        )
+
+    async def generate(self, request: Request) -> Response:
+        received = time.perf_counter()
+        model, parsed, inputs = self._generate_inputs(request)
+        if inputs.stream:
+            raise invalid_arg(
+                "generate expects model to produce exactly 1 response, use generate stream for "
+                "model that generates various number of responses"
+            )
+        inference = self._submit(request, model, inputs, parsed.parameters, received)
+        try:
+            text = await inference.text()
+            inference.succeeded()
+        except EngineError as exc:
+            inference.failed(BACKEND)
+            raise internal(f"Error generating stream: {exc}") from None
+        finally:
+            inference.close()
+        return json_response(_generate_body(model, parsed.id, text))
+
+    async def generate_stream(self, request: Request) -> StreamingResponse:
+        received = time.perf_counter()
+        model, parsed, inputs = self._generate_inputs(request)
+        inference = self._submit(request, model, inputs, parsed.parameters, received)
+        return StreamingResponse(
+            _events(inference, parsed.id, inputs.stream), content_type=SSE_CONTENT_TYPE
+        )
+
+    def _generate_inputs(self, request: Request):
+        model = self._ready_model(request)
+        if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            raise invalid_arg("Unsupported content-encoding, only 'identity' is supported.")
+        parsed = parse_generate(tensors.parse_json(request.body))
+        inputs = signature.check_inputs(model.name, parsed.inputs, parsed.id)
+        return model, parsed, inputs
+
+    def _submit(
+        self, request: Request, model: ServedModel, inputs: signature.LLMInputs,
+        parameters: dict[str, Any], received: float,
+    ) -> Inference:
+        request.log_fields["model"] = model.name
+        inference = submit(
+            model, inputs, parameters, config=self.config, metrics=self.metrics,
+            request_id=request.request_id, received=received,
+            route=request.path.rsplit("/", 1)[-1], log_fields=request.log_fields,
+        )
+        request.log_fields["prompt_tokens"] = inference.generation.prompt_tokens
+        return inference
+
+    # ----- lookup -----
+
+    def _ready_model(self, request: Request) -> ServedModel:
+        """The model the path names, with Triton's errors for unknown or unready ones."""
+        name, version = _model_path(request)
+        entry = self._entry(name)
+        if version is not None and version != signature.MODEL_VERSION:
+            raise not_found(f"Request for unknown model: '{name}' version {version} is not found")
+        if entry.state is not ModelState.READY or entry.model is None:
+            if version is None:
+                raise not_found(f"Request for unknown model: '{name}' has no available versions")
+            raise unavailable(
+                f"Request for unknown model: '{name}' version {version} is not at ready state"
+            )
+        return entry.model
+
+    def _entry(self, name: str) -> ModelEntry:
+        entry = self.repository.get(name)
+        if entry is None:
+            raise invalid_arg(f"Request for unknown model: '{name}' is not found")
+        return entry
+
+
+def _model_path(request: Request) -> tuple[str, str | None]:
+    """(model name, version or None); a version that is not a number is an unknown route."""
+    version = request.path_params.get("version")
+    if version is not None:
+        if not version.isdigit():
+            raise TritonError(404, "Not Found")
+        version = str(int(version))
+    return request.path_params["model"], version
+
+
+def _binary_outputs(infer: tensors.InferRequest) -> bool:
+    """Whether ``text_output`` goes in binary: its own ``binary_data``, else the request's
+    ``binary_data_output`` (what tritonclient sends when it names no outputs)."""
+    for output in infer.outputs or ():
+        if output.name == signature.TEXT_OUTPUT and output.binary is not None:
+            return output.binary
+    return infer.binary_data_output
+
+
+def _generate_body(model: ServedModel, request_id: str | None, text: str) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if request_id:
+        body["id"] = request_id
+    body.update(model_name=model.name, model_version=signature.MODEL_VERSION, text_output=text)
+    return body
+
+
+async def _events(inference: Inference, request_id: str | None, stream: bool) -> AsyncIterator[
+    bytes
+]:
+    """SSE events: one per engine step when streaming, else one with the whole text; an
+    engine failure after the stream started is a last ``data: {"error": ...}`` event."""
+    model = inference.model
+    try:
+        if stream:
+            async for delta in inference.deltas():
+                yield _event(_generate_body(model, request_id, delta))
+                inference.responded()
+        else:
+            yield _event(_generate_body(model, request_id, await inference.text()))
+            inference.responded()
+        inference.succeeded()
+    except EngineError as exc:
+        inference.failed(BACKEND)
+        yield sse_event(internal(f"Error generating stream: {exc}").sse_data())
+    finally:
+        inference.close()
+
+
+def _event(body: dict[str, Any]) -> bytes:
+    return sse_event(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+
+
+async def _triton_errors(request: Request, call_next) -> Response | StreamingResponse:
+    """Turn TritonError raised anywhere in a handler into its JSON response."""
+    try:
+        return await call_next(request)
+    except TritonError as exc:
+        return exc.response()
