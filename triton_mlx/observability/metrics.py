@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import TypeVar
@@ -68,7 +69,7 @@ def _format_labels(names: Sequence[str], values: Sequence[str]) -> str:
     return "{" + pairs + "}"
 
 
-class _Metric:
+class _Metric(ABC):
     type: str
     # Label names that would shadow a keyword parameter of the update methods.
     _reserved: frozenset[str] = frozenset()
@@ -109,8 +110,9 @@ class _Metric:
         yield f"# TYPE {self.name} {self.type}"
         yield from self._samples()
 
+    @abstractmethod
     def _samples(self) -> Iterator[str]:
-        raise NotImplementedError
+        """The sample lines of this family (each metric type has its own)."""
 
 
 class CounterChild:
