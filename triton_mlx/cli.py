@@ -110,12 +110,18 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="Jinja2 chat template that replaces every model's own template.")
     p.add_argument("--model-control-mode", choices=CONTROL_MODES, default="poll",
                    metavar="MODE",
-                   help="none, poll, explicit (default: poll). Today every mode loads all "
-                   "models at start; polling the repository for new, changed and removed "
-                   "models (poll) and load/unload over the API (explicit) land with the "
-                   "Triton front-end.")
+                   help="none: load every model at start, then never change; poll "
+                   "(default): load every model at start, then rescan the repository every "
+                   "--repository-poll-secs to load new, reload changed and unload removed "
+                   "models; explicit: load only the --load-model ones, then load and unload "
+                   "through POST /v2/repository/models/{m}/load|unload and "
+                   "POST /v1/models/{m}/load|unload.")
     p.add_argument("--repository-poll-secs", type=_positive_float, default=15.0, metavar="N",
-                   help="Seconds between repository scans in poll mode (default: 15).")
+                   help="Seconds between repository scans in poll mode (default: 15); a "
+                   "folder is (re)loaded once its files held still over two scans.")
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   dest="load_models",
+                   help="In explicit mode, a model folder to load at start (repeatable).")
     p.add_argument("--max-concurrent-requests", type=_int_at_least(1), default=4,
                    metavar="N",
                    help="Sequences generated at once per model: the continuous-batching "
@@ -177,6 +183,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         chat_template=args.chat_template,
         model_control_mode=args.model_control_mode,
         repository_poll_secs=args.repository_poll_secs,
+        load_models=tuple(args.load_models),
         max_concurrent_requests=args.max_concurrent_requests,
         max_queued_requests=args.max_queued_requests,
         api_key=args.api_key or None,

@@ -19,6 +19,7 @@ class ServerConfig:
     chat_template: Path | None = None
     model_control_mode: str = "poll"
     repository_poll_secs: float = 15.0
+    load_models: tuple[str, ...] = ()
     max_concurrent_requests: int = 4
     max_queued_requests: int = 32
     api_key: str | None = None

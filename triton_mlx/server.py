@@ -14,6 +14,7 @@ from triton_mlx.observability.logs import configure_logging
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai.app import OpenAIFrontend
 from triton_mlx.repository.repository import ModelRepository
+from triton_mlx.repository.watcher import RepositoryWatcher
 from triton_mlx.triton.app import TritonFrontend
 from triton_mlx.triton.metrics_port import metrics_router
 
@@ -29,6 +30,10 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.repository = ModelRepository(config)
+        self.watcher = (
+            RepositoryWatcher(self.repository, config.repository_poll_secs)
+            if config.model_control_mode == "poll" else None
+        )
         self.metrics = ServerMetrics()
         self.metrics.bind(
             running=lambda: self._occupancy("running"),
@@ -69,13 +74,17 @@ class Server:
         logger.info("OpenAI API listening on http://%s:%d/v1", host, self.openai.port)
         logger.info("Triton HTTP API listening on http://%s:%d/v2", host, self.http.port)
         logger.info("metrics listening on http://%s:%d/metrics", host, self.metrics_http.port)
-        await self.repository.load_all()
+        await self.repository.start(self.config.load_models)
         self.triton.started = True
+        if self.watcher is not None:
+            self.watcher.start()
         ready = [e.name for e in self.repository.entries() if e.model is not None]
         logger.info("serving %d model(s): %s", len(ready), ", ".join(ready) or "none")
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop accepting, let in-flight requests finish for up to ``grace`` s, unload."""
+        if self.watcher is not None:
+            await self.watcher.stop()
         await asyncio.gather(
             *(s.close(grace=grace) for s in (self.openai, self.http, self.metrics_http))
         )

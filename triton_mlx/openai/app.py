@@ -44,7 +44,14 @@ from triton_mlx.openai.validation import (
     parse_chat,
     parse_completion,
 )
-from triton_mlx.repository.repository import ModelEntry, ModelRepository, ModelState
+from triton_mlx.repository import control
+from triton_mlx.repository.repository import (
+    ModelEntry,
+    ModelLoadError,
+    ModelNotFound,
+    ModelRepository,
+    ModelState,
+)
 
 logger = logging.getLogger("triton_mlx.openai")
 
@@ -77,6 +84,8 @@ class OpenAIFrontend:
         router.add("POST", "/v1/chat/completions", self.chat_completions)
         router.add("POST", "/v1/completions", self.completions)
         router.add("GET", "/v1/models", self.list_models)
+        router.add("POST", "/v1/models/{model_id}/load", self.load_model)
+        router.add("POST", "/v1/models/{model_id}/unload", self.unload_model)
         router.add("GET", "/v1/models/{model_id:path}", self.get_model)
         router.add("GET", "/v1/health/live", self.live)
         router.add("GET", "/v1/health/ready", self.ready)
@@ -222,6 +231,40 @@ class OpenAIFrontend:
                               param="model", code="model_not_found")
         return json_response(_model_card(entry))
 
+    async def load_model(self, request: Request) -> Response:
+        """Explicit mode: load, or reload, a model folder; answers its model card."""
+        name = self._control_name(request)
+        try:
+            await control.load_model(self.repository, name)
+        except ModelNotFound:
+            raise _no_folder(name) from None
+        except ModelLoadError as exc:
+            raise OpenAIError(400, f"failed to load the model {name!r}: {exc.reason}",
+                              param="model", code="model_load_failed") from None
+        return json_response(_model_card(self.repository.get(name)))
+
+    async def unload_model(self, request: Request) -> Response:
+        """Explicit mode: unload a model; answers its card (state UNAVAILABLE, "unloaded")."""
+        name = self._control_name(request)
+        try:
+            await control.unload_model(self.repository, name)
+        except ModelNotFound:
+            raise _no_folder(name) from None
+        entry = self.repository.get(name)
+        return json_response(_model_card(entry) if entry else {"id": name, "object": "model"})
+
+    def _control_name(self, request: Request) -> str:
+        try:
+            control.check_allowed(self.repository)
+        except control.ControlNotAllowed as exc:
+            raise OpenAIError(
+                403, f"model load and unload need --model-control-mode explicit (it is {exc})",
+                code="model_control_not_allowed",
+            ) from None
+        if request.body.strip() and _json_body(request) != {}:
+            raise OpenAIError(400, "model load and unload take no parameters; send no body")
+        return request.path_params["model_id"]
+
     async def live(self, request: Request) -> Response:
         return json_response({"status": "live"})
 
@@ -308,6 +351,11 @@ def _json_body(request: Request) -> object:
 
 def _event(chunk: dict) -> bytes:
     return sse_event(json.dumps(chunk, separators=(",", ":"), ensure_ascii=False))
+
+
+def _no_folder(name: str) -> OpenAIError:
+    return OpenAIError(404, f"no model folder {name!r} in the repository",
+                       param="model", code="model_not_found")
 
 
 def _model_card(entry: ModelEntry) -> dict:

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,15 @@ from triton_mlx.repository.loading import load_model_folder
 from triton_mlx.repository.settings import ModelFolderError, ModelSettings, read_settings
 
 logger = logging.getLogger("triton_mlx.repository")
+
+UNLOADED = "unloaded"
+"""Triton's reason for a folder of the repository that is not loaded (explicit mode)."""
+RETIRE_GRACE_SECONDS = 30.0
+"""How long a replaced or unloaded engine may finish its running and queued requests."""
+
+
+class ModelNotFound(LookupError):
+    """No folder with a ``config.json`` of that name in the repository."""
 
 
 class ModelState(enum.StrEnum):
@@ -60,6 +70,8 @@ class ModelEntry:
     reason: str = ""
     settings: ModelSettings = field(default_factory=ModelSettings)
     model: ServedModel | None = None
+    fingerprint: tuple = ()
+    """Names, sizes and mtimes of the folder's files when it was last (tried to be) loaded."""
 
     @property
     def display_name(self) -> str:
@@ -77,6 +89,12 @@ class ModelRepository:
             config.chat_template.read_text(encoding="utf-8") if config.chat_template else None
         )
         self._blas_logged = False
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._retiring: dict[asyncio.Task, ServedModel] = {}
+        self.retire_grace = RETIRE_GRACE_SECONDS
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
 
     def discover(self) -> list[str]:
         """Names of the sub-folders that hold a ``config.json``, sorted."""
@@ -91,30 +109,112 @@ class ModelRepository:
         for name in self.discover():
             await self.load(name)
 
-    async def load(self, name: str) -> ModelEntry:
+    async def start(self, load_models: tuple[str, ...] = ()) -> None:
+        """The first load of the control mode: all models (none, poll), else only
+        ``load_models``; in explicit mode the other folders are listed as unloaded."""
+        if self.config.model_control_mode != "explicit":
+            await self.load_all()
+            return
+        self.refresh_unloaded()
+        for name in load_models:
+            try:
+                await self.load(name)
+            except ModelNotFound:
+                logger.error("failed to poll model '%s': model not found in the repository", name)
+
+    def refresh_unloaded(self) -> None:
+        """Explicit mode: list new folders as UNAVAILABLE "unloaded", forget vanished ones."""
+        names = set(self.discover())
+        for name in names - set(self._entries):
+            self._entries[name] = ModelEntry(
+                name=name, path=self.root / name, state=ModelState.UNAVAILABLE, reason=UNLOADED
+            )
+        for name in set(self._entries) - names:
+            entry = self._entries[name]
+            if entry.model is None and entry.state is ModelState.UNAVAILABLE:
+                del self._entries[name]
+
+    async def load(self, name: str, fingerprint: tuple | None = None) -> ModelEntry:
+        """Load ``name``, or reload it if it is loaded: the old engine serves until the new one
+        is READY, then finishes its requests and stops. A failed reload keeps the old one."""
         path = self.root / name
-        entry = ModelEntry(name=name, path=path, state=ModelState.LOADING)
-        self._entries[name] = entry
-        self._log_blas_once()
-        logger.info("loading model %s from %s", name, path)
-        started = time.perf_counter()
-        try:
-            entry.settings = read_settings(path)
-            entry.model = await asyncio.to_thread(self._load_model, name, path, entry.settings)
-        except Exception as exc:  # any failure makes this model, and only it, unavailable
-            entry.state = ModelState.UNAVAILABLE
-            entry.reason = _describe(exc)
-            logger.error("model %s is unavailable: %s", name, entry.reason)
-            if not isinstance(exc, ModelFolderError):
-                logger.debug("load failure of %s", name, exc_info=exc)
+        if not (path / "config.json").is_file() or name.startswith(".") or "/" in name:
+            raise ModelNotFound(name)
+        async with self._lock(name):
+            if fingerprint is None:
+                fingerprint = await asyncio.to_thread(folder_fingerprint, path)
+            entry = self._entries.get(name)
+            old = entry.model if entry is not None and entry.state is ModelState.READY else None
+            if old is None:
+                entry = ModelEntry(name=name, path=path, state=ModelState.LOADING)
+                self._entries[name] = entry
+            entry.fingerprint = fingerprint
+            self._log_blas_once()
+            logger.info("%s model %s from %s", "reloading" if old else "loading", name, path)
+            started = time.perf_counter()
+            try:
+                settings = read_settings(path)
+                model = await asyncio.to_thread(self._load_model, name, path, settings)
+            except Exception as exc:  # any failure makes this model, and only it, unavailable
+                reason = _describe(exc)
+                if not isinstance(exc, ModelFolderError):
+                    logger.debug("load failure of %s", name, exc_info=exc)
+                if old is not None:
+                    logger.error("reload of model %s failed, the loaded one serves on: %s",
+                                 name, reason)
+                    raise ModelLoadError(name, reason) from None
+                entry.state = ModelState.UNAVAILABLE
+                entry.reason = reason
+                logger.error("model %s is unavailable: %s", name, entry.reason)
+                return entry
+            entry.settings = settings
+            entry.model = model
+            entry.reason = ""
+            entry.state = ModelState.READY
+            if old is not None:
+                self._retire(old)
+            logger.info("model %s is ready (%.1f s)", name, time.perf_counter() - started)
+            profile = model.runtime_profile
+            if profile is not None:
+                level = logging.WARNING if profile.warning else logging.INFO
+                logger.log(level, "model %s: %s", name, profile.describe())
             return entry
-        entry.state = ModelState.READY
-        logger.info("model %s is ready (%.1f s)", name, time.perf_counter() - started)
-        profile = entry.model.runtime_profile
-        if profile is not None:
-            level = logging.WARNING if profile.warning else logging.INFO
-            logger.log(level, "model %s: %s", name, profile.describe())
-        return entry
+
+    async def unload(self, name: str, *, forget: bool = False) -> None:
+        """UNLOADING, let its requests finish (up to the grace period), stop the engine; then
+        UNAVAILABLE "unloaded", or gone from the repository when ``forget``."""
+        async with self._lock(name):
+            entry = self._entries.get(name)
+            if entry is None:
+                return
+            model, entry.model = entry.model, None
+            entry.state = ModelState.UNLOADING
+            if model is not None:
+                logger.info("unloading model %s", name)
+                await self._drain_and_stop(model)
+            if forget:
+                self._entries.pop(name, None)
+            else:
+                entry.state = ModelState.UNAVAILABLE
+                entry.reason = UNLOADED
+
+    def _retire(self, model: ServedModel) -> None:
+        task = asyncio.get_running_loop().create_task(self._drain_and_stop(model))
+        self._retiring[task] = model
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    def retiring(self) -> list[ServedModel]:
+        """Replaced models still finishing their requests."""
+        return list(self._retiring.values())
+
+    async def _drain_and_stop(self, model: ServedModel) -> None:
+        deadline = time.monotonic() + self.retire_grace
+        while time.monotonic() < deadline:
+            stats = model.engine.stats()
+            if stats.running == 0 and stats.queued == 0:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(model.engine.stop)
 
     def _log_blas_once(self) -> None:
         """Say which BLAS MLX's CPU backend uses; a warning when a CPU run is on the slow one."""
@@ -180,12 +280,50 @@ class ModelRepository:
         states = [e.state for e in self._entries.values()]
         return ModelState.READY in states and ModelState.LOADING not in states
 
+    @property
+    def strictly_ready(self) -> bool:
+        """Triton's strict readiness: every model that should be loaded is READY (folders
+        unloaded on purpose in explicit mode do not count)."""
+        return all(
+            e.state is ModelState.READY
+            for e in self._entries.values()
+            if not (e.state is ModelState.UNAVAILABLE and e.reason == UNLOADED)
+        )
+
     async def close(self) -> None:
+        for task, model in list(self._retiring.items()):
+            task.cancel()
+            with suppress(BaseException):
+                await task
+            await asyncio.to_thread(model.engine.stop)
         for entry in self._entries.values():
             if entry.model is not None:
                 entry.state = ModelState.UNLOADING
                 await asyncio.to_thread(entry.model.engine.stop)
                 entry.model = None
+
+
+class ModelLoadError(Exception):
+    """A (re)load that failed; the reason is Triton's ``UNAVAILABLE`` reason."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+        self.reason = reason
+
+
+def folder_fingerprint(path: Path) -> tuple:
+    """(relative path, size, mtime_ns) of every file under ``path``, sorted; () if gone."""
+    items = []
+    try:
+        for file in path.rglob("*"):
+            with suppress(OSError):
+                if file.is_file():
+                    st = file.stat()
+                    items.append((str(file.relative_to(path)), st.st_size, st.st_mtime_ns))
+    except OSError:
+        return ()
+    return tuple(sorted(items))
 
 
 def _read_config(path: Path) -> dict:

@@ -27,7 +27,15 @@ from triton_mlx.http import (
 )
 from triton_mlx.observability.inference_stats import BACKEND
 from triton_mlx.observability.server_metrics import ServerMetrics
-from triton_mlx.repository.repository import ModelEntry, ModelRepository, ModelState, ServedModel
+from triton_mlx.repository import control
+from triton_mlx.repository.repository import (
+    ModelEntry,
+    ModelLoadError,
+    ModelNotFound,
+    ModelRepository,
+    ModelState,
+    ServedModel,
+)
 from triton_mlx.triton import signature, stats, tensors
 from triton_mlx.triton.compression import decompress
 from triton_mlx.triton.errors import (
@@ -116,9 +124,9 @@ class TritonFrontend:
         return Response(200)
 
     async def ready(self, request: Request) -> Response:
-        """Triton's strict readiness: started, and every model of the repository ready."""
-        entries = self.repository.entries()
-        ready = self.started and all(e.state is ModelState.READY for e in entries)
+        """Triton's strict readiness: started, and every model that should be loaded READY
+        (in explicit mode, folders left unloaded do not count)."""
+        ready = self.started and self.repository.strictly_ready
         return Response(200 if ready else 400)
 
     # ----- models -----
@@ -172,6 +180,8 @@ class TritonFrontend:
             if not isinstance(value, bool):
                 raise invalid_arg("Unable to parse 'ready': expected a boolean")
             ready_only = value
+        if self.config.model_control_mode == "explicit":
+            self.repository.refresh_unloaded()
         entries = [
             stats.index_entry(e)
             for e in self.repository.entries()
@@ -180,19 +190,56 @@ class TritonFrontend:
         return json_response(entries)
 
     async def load(self, request: Request) -> Response:
-        return self._model_control(request)
+        """Load, or reload, a model folder (explicit mode); 200 with an empty body."""
+        name = self._model_control(request, allowed=())
+        try:
+            await control.load_model(self.repository, name)
+        except ModelNotFound:
+            raise not_found(
+                f"failed to load '{name}', failed to poll from model repository"
+            ) from None
+        except ModelLoadError as exc:
+            raise invalid_arg(
+                f"load failed for model '{name}': version {signature.MODEL_VERSION} is at "
+                f"UNAVAILABLE state: {exc.reason};"
+            ) from None
+        return Response(200)
 
     async def unload(self, request: Request) -> Response:
-        return self._model_control(request)
+        """Unload a model (explicit mode); 200 with an empty body, also if it was not loaded.
 
-    def _model_control(self, request: Request) -> Response:
+        ``unload_dependents`` is accepted: our models have no dependents (no ensembles)."""
+        name = self._model_control(request, allowed=("unload_dependents",))
+        try:
+            await control.unload_model(self.repository, name)
+        except ModelNotFound:
+            raise not_found(
+                f"failed to unload '{name}', failed to poll from model repository"
+            ) from None
+        return Response(200)
+
+    def _model_control(self, request: Request, allowed: tuple[str, ...]) -> str:
+        """Check the mode and the body; parameters we do not implement (e.g. a config or file
+        override on load) are refused, never ignored."""
         if request.body:
             document = tensors.parse_json(request.body)
             if not isinstance(document, dict):
                 raise invalid_arg("the model control request must be a JSON object")
-        if self.config.model_control_mode != "explicit":
-            raise unavailable("explicit model load / unload is not allowed if polling is enabled")
-        raise unsupported("explicit model load / unload is not implemented by this server yet")
+            parameters = document.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise invalid_arg("'parameters' must be a JSON object")
+            unsupported = sorted(set(parameters) - set(allowed))
+            if unsupported:
+                raise invalid_arg(
+                    f"unsupported model control parameters: {', '.join(unsupported)}"
+                )
+        try:
+            control.check_allowed(self.repository)
+        except control.ControlNotAllowed:
+            raise unavailable(
+                "explicit model load / unload is not allowed if polling is enabled"
+            ) from None
+        return request.path_params["model"]
 
     # ----- inference -----
 
