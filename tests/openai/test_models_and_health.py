@@ -83,8 +83,12 @@ def test_metrics_count_tokens_and_parse_as_prometheus(tiny_server):
     for name in ("triton_mlx_request_duration_seconds", "triton_mlx_time_to_first_token_seconds",
                  "triton_mlx_requests_running", "triton_mlx_requests_queued",
                  "triton_mlx_memory_bytes", "triton_mlx_prompt_tokens",
-                 "triton_mlx_request_generation_tokens_per_second"):
+                 "triton_mlx_request_generation_tokens_per_second",
+                 "triton_mlx_inter_token_latency_seconds"):
         assert name in families, name
+    gaps = [s.value for s in families["triton_mlx_inter_token_latency_seconds"].samples
+            if s.name.endswith("_count") and s.labels["model"] == TINY]
+    assert gaps and gaps[0] >= 3  # 4 tokens: at least 3 gaps
     memory = {s.labels["kind"]: s.value for s in families["triton_mlx_memory_bytes"].samples}
     assert memory["mlx_active"] > 0 and memory["process_resident"] > 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from triton_mlx.observability.inference_stats import (
     SUCCESS,
@@ -45,6 +45,11 @@ class ServerMetrics:
             "Mean time between generated tokens of a request, after the first.",
             ("model",),
             TOKEN_LATENCY_BUCKETS,
+        )
+        self.inter_token_latency = r.histogram(
+            "triton_mlx_inter_token_latency_seconds",
+            "Time between consecutive generated tokens of a stream, as the client sees them.",
+            ("model",), TOKEN_LATENCY_BUCKETS,
         )
         self.prompt_tokens = r.counter(
             "triton_mlx_prompt_tokens", "Prompt tokens processed.", ("model",)
@@ -191,8 +196,13 @@ class ServerMetrics:
         prompt_tokens: int,
         completion_tokens: int,
         cached_tokens: int = 0,
+        token_gaps: Sequence[float] = (),
     ) -> None:
         """Record one finished generation request."""
+        if token_gaps:
+            gaps = self.inter_token_latency.labels(model=model)
+            for gap in token_gaps:
+                gaps.observe(gap)
         self.request_duration.observe(duration, model=model, route=route)
         self.prompt_tokens.inc(prompt_tokens, model=model)
         if cached_tokens:

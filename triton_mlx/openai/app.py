@@ -208,6 +208,7 @@ class OpenAIFrontend:
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=completion_tokens,
             cached_tokens=generation.cached_tokens,
+            token_gaps=generation.token_gaps,
         )
         self.metrics.observe_inference(  # Triton's statistics and nv_* metrics count us too
             generation.model.name,

@@ -132,6 +132,10 @@ class Generation:
     first_token_at: float | None = None
     completion_tokens: dict[int, int] = field(default_factory=dict)
     cached: dict[int, int] = field(default_factory=dict)
+    token_gaps: list[float] = field(default_factory=list)
+    """Seconds between consecutive tokens of each choice (an output that carries k held-back
+    tokens counts as k gaps of a k-th of its wait each)."""
+    _last_output_at: dict[int, float] = field(default_factory=dict)
 
     @property
     def total_completion_tokens(self) -> int:
@@ -179,8 +183,15 @@ class Generation:
                 task.cancel()
 
     def _seen(self, index: int, output: GenerationOutput) -> tuple[int, GenerationOutput]:
+        now = time.perf_counter()
         if self.first_token_at is None and output.completion_tokens:
-            self.first_token_at = time.perf_counter()
+            self.first_token_at = now
+        new_tokens = output.completion_tokens - self.completion_tokens.get(index, 0)
+        if new_tokens > 0:
+            last = self._last_output_at.get(index)
+            if last is not None:
+                self.token_gaps.extend([(now - last) / new_tokens] * new_tokens)
+            self._last_output_at[index] = now
         self.completion_tokens[index] = output.completion_tokens
         self.cached[index] = output.cached_tokens
         return index, output

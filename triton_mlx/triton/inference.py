@@ -151,6 +151,7 @@ class Inference:
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.total_completion_tokens,
             cached_tokens=generation.cached_tokens,
+            token_gaps=generation.token_gaps,
         )
         self.log_fields["completion_tokens"] = generation.total_completion_tokens
 
