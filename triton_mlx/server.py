@@ -59,7 +59,7 @@ class Server:
 
     def _occupancy(self, field: str) -> dict[tuple[str, ...], float]:
         return {
-            (e.name,): float(getattr(e.model.engine.stats(), field))
+            (e.name,): float(getattr(e.model.worker.stats(), field))
             for e in self.repository.entries()
             if e.model is not None
         }

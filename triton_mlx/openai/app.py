@@ -30,6 +30,7 @@ from triton_mlx.observability.inference_stats import (
 from triton_mlx.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai import generation as gen
+from triton_mlx.openai.embeddings import EmbeddingsHandler
 from triton_mlx.openai.errors import OpenAIError, format_error
 from triton_mlx.openai.responses import (
     CompletionShape,
@@ -67,6 +68,7 @@ class OpenAIFrontend:
         self.repository = repository
         self.config = config
         self.metrics = metrics
+        self.embeddings = EmbeddingsHandler(repository, metrics)
 
     def router(self) -> Router:
         router = Router(format_error)
@@ -83,6 +85,7 @@ class OpenAIFrontend:
         router.add_middleware(_openai_errors)
         router.add("POST", "/v1/chat/completions", self.chat_completions)
         router.add("POST", "/v1/completions", self.completions)
+        router.add("POST", "/v1/embeddings", self.embeddings.handle)
         router.add("GET", "/v1/models", self.list_models)
         router.add("POST", "/v1/models/{model_id}/load", self.load_model)
         router.add("POST", "/v1/models/{model_id}/unload", self.unload_model)
@@ -370,8 +373,16 @@ def _model_card(entry: ModelEntry) -> dict:
     }
     if entry.state is ModelState.UNAVAILABLE:
         card["reason"] = entry.reason
-    if entry.model is not None:
+    if entry.model is not None and entry.model.encoder is not None:
+        encoder = entry.model.encoder
+        card["kind"] = "embedding"
+        card["dimensions"] = encoder.dimensions
+        card["max_seq_length"] = encoder.max_seq_length
+        card["pooling"] = encoder.pooling.mode
+        card["normalized"] = encoder.pooling.normalize
+    elif entry.model is not None:
         model = entry.model
+        card["kind"] = "chat"
         card["context_length"] = model.context_length
         card["max_batch_size"] = model.engine.slots
         if model.max_tokens_limit is not None:

@@ -29,8 +29,9 @@ from triton_mlx.repository.repository import ModelRepository, ModelState, Served
 RETRY_AFTER_SECONDS = "1"
 
 
-def resolve_model(repository: ModelRepository, name: str) -> ServedModel:
-    """The ready model called ``name``: 404 if there is none, 503 if it is not ready."""
+def resolve_model(repository: ModelRepository, name: str, kind: str = "chat") -> ServedModel:
+    """The ready model called ``name``: 404 if there is none, 503 if it is not ready, 400 if
+    it is not of ``kind`` ("chat" or "embedding")."""
     entry = repository.get(name)
     if entry is None:
         raise OpenAIError(
@@ -41,6 +42,12 @@ def resolve_model(repository: ModelRepository, name: str) -> ServedModel:
         raise OpenAIError(
             503, f"the model {name!r} is not ready ({entry.state}){detail}",
             param="model", code="model_not_ready",
+        )
+    if entry.model.kind != kind:
+        route = "/v1/embeddings" if entry.model.kind == "embedding" else "/v1/chat/completions"
+        raise OpenAIError(
+            400, f"the model {name!r} is a model of kind {entry.model.kind!r}, not {kind!r}; "
+            f"use {route}", param="model", code="wrong_model_kind",
         )
     return entry.model
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from triton_mlx import blas
 from triton_mlx.config import ServerConfig
+from triton_mlx.encoders import is_bert_config
+from triton_mlx.encoders.engine import EmbeddingEngine
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.prompts import PromptBuilder
 from triton_mlx.engine.runtime_profile import RuntimeProfile, on_gpu
@@ -46,18 +48,30 @@ class ModelState(enum.StrEnum):
 
 @dataclass
 class ServedModel:
-    """A loaded model as the front-ends see it: its engine, its prompts and its limits."""
+    """A loaded model as the front-ends see it: its engine, its prompts and its limits.
+
+    ``kind`` is "chat" (``engine`` and ``prompts`` set) or "embedding" (``encoder`` set, and
+    ``engine`` and ``prompts`` None)."""
 
     name: str
     display_name: str
-    engine: Engine
-    prompts: PromptBuilder
+    engine: Engine | None
+    prompts: PromptBuilder | None
     context_length: int | None
     vocab_size: int
     max_tokens_limit: int | None
     default_temperature: float | None
     runtime_profile: RuntimeProfile | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    kind: str = "chat"
+    encoder: EmbeddingEngine | None = None
+
+    @property
+    def worker(self) -> Engine | EmbeddingEngine:
+        """The thread that serves this model: its chat engine or its embedding engine."""
+        worker = self.engine if self.engine is not None else self.encoder
+        assert worker is not None
+        return worker
 
 
 @dataclass
@@ -210,11 +224,11 @@ class ModelRepository:
     async def _drain_and_stop(self, model: ServedModel) -> None:
         deadline = time.monotonic() + self.retire_grace
         while time.monotonic() < deadline:
-            stats = model.engine.stats()
+            stats = model.worker.stats()
             if stats.running == 0 and stats.queued == 0:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.to_thread(model.engine.stop)
+        await asyncio.to_thread(model.worker.stop)
 
     def _log_blas_once(self) -> None:
         """Say which BLAS MLX's CPU backend uses; a warning when a CPU run is on the slow one."""
@@ -226,6 +240,8 @@ class ModelRepository:
 
     def _load_model(self, name: str, path: Path, settings: ModelSettings) -> ServedModel:
         config = _read_config(path)
+        if is_bert_config(config):
+            return self._load_encoder(name, path, settings)
         slots = min(
             self.config.max_concurrent_requests,
             settings.max_batch_size or self.config.max_concurrent_requests,
@@ -268,6 +284,32 @@ class ModelRepository:
             runtime_profile=chosen[0],
         )
 
+    def _load_encoder(self, name: str, path: Path, settings: ModelSettings) -> ServedModel:
+        """A BERT-family folder: an embedding model on an encoder thread of its own."""
+        if not any(path.glob("*.safetensors")):
+            raise ModelFolderError("no *.safetensors weight files")
+        if not (path / "tokenizer.json").is_file():
+            raise ModelFolderError("no tokenizer.json (an embedding model needs one)")
+        encoder = EmbeddingEngine(path, name=name, max_queue=self.config.max_queued_requests)
+        encoder.start()
+        try:
+            encoder.wait_loaded()
+        except BaseException:
+            encoder.stop()
+            raise
+        return ServedModel(
+            name=name,
+            display_name=settings.display_name or name,
+            engine=None,
+            prompts=None,
+            context_length=encoder.max_seq_length,
+            vocab_size=encoder.vocab_size,
+            max_tokens_limit=None,
+            default_temperature=None,
+            kind="embedding",
+            encoder=encoder,
+        )
+
     def get(self, name: str) -> ModelEntry | None:
         return self._entries.get(name)
 
@@ -295,11 +337,11 @@ class ModelRepository:
             task.cancel()
             with suppress(BaseException):
                 await task
-            await asyncio.to_thread(model.engine.stop)
+            await asyncio.to_thread(model.worker.stop)
         for entry in self._entries.values():
             if entry.model is not None:
                 entry.state = ModelState.UNLOADING
-                await asyncio.to_thread(entry.model.engine.stop)
+                await asyncio.to_thread(entry.model.worker.stop)
                 entry.model = None
 
 

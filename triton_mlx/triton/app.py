@@ -351,6 +351,11 @@ class TritonFrontend:
             raise unavailable(
                 f"Request for unknown model: '{name}' version {version} is not at ready state"
             )
+        if entry.model.kind != "chat":
+            raise invalid_arg(
+                f"model '{name}' is an embedding model; the Triton API serves only "
+                f"language models yet (use the OpenAI API's /v1/embeddings)"
+            )
         return entry.model
 
     def _entry(self, name: str) -> ModelEntry:

@@ -1,0 +1,153 @@
+"""``POST /v1/embeddings``: sentence vectors from an embedding (encoder) model.
+
+``input`` is a string, a list of strings, a list of token ids, or a list of lists of token ids.
+Text is tokenized with the model's special tokens; token ids are used as given. Either is
+truncated to the model's ``max_seq_length`` (as sentence-transformers does) and ``usage``
+counts the tokens actually embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import numpy as np
+
+from triton_mlx.engine.types import EngineNotRunningError, QueueFullError
+from triton_mlx.http import Request, Response, json_response
+from triton_mlx.observability.inference_stats import BACKEND, SUCCESS, InferenceTiming
+from triton_mlx.observability.server_metrics import ServerMetrics
+from triton_mlx.openai import generation as gen
+from triton_mlx.openai.errors import OpenAIError, invalid
+from triton_mlx.repository.repository import ModelRepository
+
+MAX_INPUTS = 2048
+"""The most inputs one request may embed (OpenAI's limit)."""
+_TOKENIZE_OFF_LOOP = 64
+"""Above this many texts, tokenization runs in a worker thread, off the event loop."""
+_PARAMS = {"model", "input", "encoding_format", "dimensions", "user"}
+
+
+class EmbeddingsHandler:
+    def __init__(self, repository: ModelRepository, metrics: ServerMetrics) -> None:
+        self.repository = repository
+        self.metrics = metrics
+
+    async def handle(self, request: Request) -> Response:
+        from triton_mlx.openai.app import _json_body
+
+        received = time.perf_counter()
+        data = _json_body(request)
+        if not isinstance(data, dict):
+            raise invalid("the request body must be a JSON object")
+        for key in data:
+            if key not in _PARAMS:
+                raise invalid(f"unrecognized request argument supplied: {key}", key)
+        name = data.get("model")
+        if not isinstance(name, str) or not name:
+            raise invalid("model is required and must be a non-empty string", "model")
+        texts, id_lists = _inputs(data.get("input"))
+        encoding = data.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise invalid("encoding_format must be 'float' or 'base64'", "encoding_format")
+        user = data.get("user")
+        if user is not None and not isinstance(user, str):
+            raise invalid("user must be a string", "user")
+        model = gen.resolve_model(self.repository, name, kind="embedding")
+        encoder = model.encoder
+        assert encoder is not None
+        dimensions = data.get("dimensions")
+        if dimensions is not None and (
+            not isinstance(dimensions, int) or isinstance(dimensions, bool)
+            or not 1 <= dimensions <= encoder.dimensions
+        ):
+            raise invalid(f"dimensions must be an integer from 1 to {encoder.dimensions} for "
+                          f"this model", "dimensions")
+        if texts is not None:
+            if len(texts) > _TOKENIZE_OFF_LOOP:
+                tokens = await asyncio.to_thread(encoder.tokenize, texts)
+            else:
+                tokens = encoder.tokenize(texts)
+        else:
+            assert id_lists is not None
+            for ids in id_lists:
+                bad = next((t for t in ids if t >= encoder.vocab_size), None)
+                if bad is not None:
+                    raise invalid(f"token id {bad} is out of range for a vocabulary of "
+                                  f"{encoder.vocab_size}", "input")
+            tokens = [encoder.truncate(ids) for ids in id_lists]
+        prompt_tokens = sum(map(len, tokens))
+        request.log_fields.update(model=name, prompt_tokens=prompt_tokens)
+        submitted = time.perf_counter()
+        try:
+            vectors = await encoder.embed(tokens)
+        except QueueFullError as exc:
+            raise OpenAIError(429, str(exc), code="queue_full",
+                              headers=[("Retry-After", gen.RETRY_AFTER_SECONDS)]) from None
+        except EngineNotRunningError as exc:
+            raise OpenAIError(503, str(exc), code="model_not_ready") from None
+        except Exception as exc:
+            self._record(name, received, submitted, None, BACKEND, len(tokens))
+            raise OpenAIError(500, str(exc), code="engine_error") from None
+        computed = time.perf_counter()
+        if dimensions is not None and dimensions < vectors.shape[1]:
+            vectors = vectors[:, :dimensions]
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        body = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _encode(v, encoding)}
+                for i, v in enumerate(vectors)
+            ],
+            "model": name,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+        self._record(name, received, submitted, computed, SUCCESS, len(tokens))
+        return json_response(body)
+
+    def _record(self, name: str, received: float, submitted: float, computed: float | None,
+                outcome: str, inferences: int) -> None:
+        timing = InferenceTiming.from_marks(received=received, submitted=submitted,
+                                            first_output=computed, finished=time.perf_counter())
+        self.metrics.observe_inference(name, timing, outcome=outcome, inferences=inferences)
+
+
+def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":  # little-endian float32, as the OpenAI SDK decodes it
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+def _inputs(value: Any) -> tuple[list[str] | None, list[list[int]] | None]:
+    """(texts, None) or (None, token id lists); a 400 naming ``input`` otherwise."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise invalid("input must be a non-empty string, a non-empty list of strings, a list "
+                      "of token ids or a list of lists of token ids", "input")
+    if all(_is_token(t) for t in value):
+        value = [value]
+    if len(value) > MAX_INPUTS:
+        raise invalid(f"input has {len(value)} items; at most {MAX_INPUTS} are allowed", "input")
+    if all(isinstance(v, str) for v in value):
+        for i, text in enumerate(value):
+            if not text:
+                raise invalid(f"input[{i}] is an empty string", "input")
+        return value, None
+    if all(isinstance(v, list) for v in value):
+        for i, ids in enumerate(value):
+            if not ids:
+                raise invalid(f"input[{i}] is an empty list of token ids", "input")
+            if not all(_is_token(t) for t in ids):
+                raise invalid(f"input[{i}] must hold only non-negative integer token ids",
+                              "input")
+        return None, value
+    raise invalid("input must be strings only, token ids only, or lists of token ids only, "
+                  "not a mix", "input")
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
