@@ -81,23 +81,28 @@ def _gap_count(port: int) -> float:
 def test_metrics_count_tokens_and_parse_as_prometheus(tiny_server):
     client = openai.OpenAI(base_url=tiny_server.base_url, api_key="x", max_retries=0)
     gaps_before = _gap_count(tiny_server.port)
-    client.completions.create(model=TINY, prompt="Hello", max_tokens=4,
-                              logit_bias={"2": -100})
+    # logprobs tell how many tokens each streamed chunk carries: tokens held back (partial
+    # characters) arrive together, and only tokens after the first chunk's have a gap.
+    chunks = client.chat.completions.create(
+        model=TINY, messages=[{"role": "user", "content": "Hello"}], max_tokens=8,
+        logit_bias={"2": -100}, logprobs=True, stream=True)
+    per_chunk = [len(c.choices[0].logprobs.content) for c in chunks
+                 if c.choices and c.choices[0].logprobs]
+    assert sum(per_chunk) == 8
     status, headers, text = request(tiny_server.port, "GET", "/v1/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(text)}
     generated = {
         s.labels["model"]: s.value for s in families["triton_mlx_generation_tokens"].samples
     }
-    assert generated[TINY] >= 4
+    assert generated[TINY] >= 8
     for name in ("triton_mlx_request_duration_seconds", "triton_mlx_time_to_first_token_seconds",
                  "triton_mlx_requests_running", "triton_mlx_requests_queued",
                  "triton_mlx_memory_bytes", "triton_mlx_prompt_tokens",
                  "triton_mlx_request_generation_tokens_per_second",
                  "triton_mlx_inter_token_latency_seconds"):
         assert name in families, name
-    # 4 tokens: 3 gaps, fewer when the first output held back several tokens.
-    assert 1 <= _gap_count(tiny_server.port) - gaps_before <= 3
+    assert _gap_count(tiny_server.port) - gaps_before == 8 - per_chunk[0]
     memory = {s.labels["kind"]: s.value for s in families["triton_mlx_memory_bytes"].samples}
     assert memory["mlx_active"] > 0 and memory["process_resident"] > 0
 
