@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from triton_mlx.encoders.pooling import PoolingConfig, read_pooling_config
+from triton_mlx.engine.model_thread import ModelThread
 from triton_mlx.engine.types import EngineNotRunningError, EngineStats, QueueFullError
 
 logger = logging.getLogger("triton_mlx.encoders")
@@ -40,14 +41,16 @@ class _Job:
     order: list[int] = field(default_factory=list)
 
 
-class EmbeddingEngine:
+class EmbeddingEngine(ModelThread):
     """Sentence embeddings for one encoder model folder, computed on a thread of its own."""
+
+    thread_prefix = "encoder"
 
     def __init__(
         self, path: Path, *, name: str, max_queue: int = 32, token_budget: int = TOKEN_BUDGET
     ) -> None:
+        super().__init__(name)
         self.path = path
-        self.name = name
         self.max_queue = max_queue
         self.token_budget = token_budget
         self.pooling: PoolingConfig = PoolingConfig()
@@ -59,31 +62,13 @@ class EmbeddingEngine:
         self._lock = threading.Lock()
         self._jobs = 0  # submitted and not finished, guarded by _lock
         self._running = 0
-        self._accepting = False
-        self._loaded = threading.Event()
-        self._load_error: BaseException | None = None
-        self._thread: threading.Thread | None = None
         self.forward_passes = 0
         self.prompt_tokens = 0
 
     # ----- lifecycle -----
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name=f"encoder-{self.name}",
-                                        daemon=True)
-        self._thread.start()
-
-    def wait_loaded(self, timeout: float | None = None) -> None:
-        if not self._loaded.wait(timeout):
-            raise TimeoutError(f"model {self.name!r} did not load within {timeout} s")
-        if self._load_error is not None:
-            raise self._load_error
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        self._accepting = False
+    def _request_stop(self) -> None:
         self._inbox.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def stats(self) -> EngineStats:
         with self._lock:
@@ -139,12 +124,10 @@ class EmbeddingEngine:
             tokenizer.no_padding()
             tokenizer.enable_truncation(self.max_seq_length)
             self.tokenizer = tokenizer
-        except BaseException as exc:
-            self._load_error = exc
-            self._loaded.set()
+        except BaseException as exc:  # reported through wait_loaded
+            self._load_failed(exc)
             return
-        self._accepting = True
-        self._loaded.set()
+        self._load_succeeded()
         try:
             self._serve()
         finally:

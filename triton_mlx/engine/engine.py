@@ -29,6 +29,7 @@ from typing import Any
 
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.kv_budget import KVBudget
+from triton_mlx.engine.model_thread import ModelThread
 from triton_mlx.engine.prefix_cache import PrefixCache
 from triton_mlx.engine.sequence import Sequence
 from triton_mlx.engine.stop_strings import StopStringMatcher
@@ -97,8 +98,10 @@ LoadFn = Callable[[], tuple[Any, Any]]
 """Loads (model, tokenizer) on the engine thread; mlx-lm objects."""
 
 
-class Engine:
+class Engine(ModelThread):
     """Continuous-batching generation for one model, on a thread of its own."""
+
+    thread_prefix = "engine"
 
     def __init__(
         self,
@@ -114,7 +117,7 @@ class Engine:
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
-        self.name = name
+        super().__init__(name)
         self.slots = slots
         self.max_queue = max_queue
         self._load = load
@@ -125,10 +128,6 @@ class Engine:
         self._lock = threading.Lock()
         self._admitted = 0  # sequences running or waiting, guarded by _lock
         self._running = 0
-        self._accepting = False
-        self._thread: threading.Thread | None = None
-        self._loaded = threading.Event()
-        self._load_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.generated_tokens = 0
         self.prompt_tokens = 0
@@ -147,24 +146,8 @@ class Engine:
 
     # ----- lifecycle (called from the asyncio side) -----
 
-    def start(self) -> None:
-        """Start the thread and load the model there; ``wait_loaded`` reports the outcome."""
-        self._thread = threading.Thread(target=self._main, name=f"engine-{self.name}", daemon=True)
-        self._thread.start()
-
-    def wait_loaded(self, timeout: float | None = None) -> None:
-        """Block until the model is loaded and warm; re-raise the load error if it failed."""
-        if not self._loaded.wait(timeout):
-            raise TimeoutError(f"model {self.name!r} did not load within {timeout} s")
-        if self._load_error is not None:
-            raise self._load_error
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Fail what is queued or running, end the thread and release the model."""
-        self._accepting = False
+    def _request_stop(self) -> None:
         self._inbox.put(("stop", None))
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     @property
     def tokenizer(self) -> Any:
@@ -240,11 +223,9 @@ class Engine:
                 self._warm_up(on_gpu=on_gpu)
             self.budget = self._measure_budget()
         except BaseException as exc:  # reported through wait_loaded
-            self._load_error = exc
-            self._loaded.set()
+            self._load_failed(exc)
             return
-        self._accepting = True
-        self._loaded.set()
+        self._load_succeeded()
         try:
             self._serve()
         finally:

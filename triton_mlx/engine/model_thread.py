@@ -1,0 +1,62 @@
+"""The lifecycle every model engine shares: a thread that owns the model.
+
+MLX streams belong to the thread that made them, so a model is loaded, run and released on
+one thread of its own. The thread reports the outcome of loading through ``wait_loaded``
+and ends when asked to stop.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+
+
+class ModelThread(ABC):
+    """Base of the chat engine and the embedding engine: start, wait_loaded, stop."""
+
+    thread_prefix = "model"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._accepting = False
+        self._thread: threading.Thread | None = None
+        self._loaded = threading.Event()
+        self._load_error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the thread and load the model there; ``wait_loaded`` reports the outcome."""
+        self._thread = threading.Thread(
+            target=self._main, name=f"{self.thread_prefix}-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> None:
+        """Block until the model is loaded and warm; re-raise the load error if it failed."""
+        if not self._loaded.wait(timeout):
+            raise TimeoutError(f"model {self.name!r} did not load within {timeout} s")
+        if self._load_error is not None:
+            raise self._load_error
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Refuse new work, fail what is queued or running, end the thread."""
+        self._accepting = False
+        self._request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _load_succeeded(self) -> None:
+        self._accepting = True
+        self._loaded.set()
+
+    def _load_failed(self, error: BaseException) -> None:
+        self._load_error = error
+        self._loaded.set()
+
+    @abstractmethod
+    def _main(self) -> None:
+        """The thread: load the model, report through ``_load_succeeded``/``_load_failed``,
+        then serve until stopped."""
+
+    @abstractmethod
+    def _request_stop(self) -> None:
+        """Wake the thread with a stop command."""
