@@ -34,24 +34,24 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str, *, zero_allowed: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    low_ok = value >= 0 if zero_allowed else value > 0
+    if not low_ok or value == float("inf"):
+        what = "a number >= 0" if zero_allowed else "a positive number"
+        raise argparse.ArgumentTypeError(f"{text} must be {what}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _finite_float(text, zero_allowed=False)
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
-    return value
+    return _finite_float(text, zero_allowed=True)
 
 
 def _existing_dir(text: str) -> Path:

@@ -266,22 +266,14 @@ class TritonFrontend:
                 "when 'stream' is true; use /generate_stream or set 'stream' to false"
             )
         inference = self._submit(request, model, inputs, infer.parameters, received)
-        try:
-            text = await inference.text()
-            output = tensors.Tensor(signature.TEXT_OUTPUT, "BYTES", [1], [text.encode("utf-8")])
-            binary = _binary_outputs(infer)
-            payload, header = tensors.encode_response(
-                model_name=model.name,
-                model_version=signature.MODEL_VERSION,
-                request_id=infer.id,
-                outputs=[(output, binary)],
-            )
-            inference.succeeded()
-        except EngineError as exc:
-            inference.failed(BACKEND)
-            raise internal(f"Error generating stream: {exc}") from None
-        finally:
-            inference.close()
+        text = await _whole_text(inference)
+        output = tensors.Tensor(signature.TEXT_OUTPUT, "BYTES", [1], [text.encode("utf-8")])
+        payload, header = tensors.encode_response(
+            model_name=model.name,
+            model_version=signature.MODEL_VERSION,
+            request_id=infer.id,
+            outputs=[(output, _binary_outputs(infer))],
+        )
         if header is None:
             return Response(200, payload, content_type="application/json")
         return Response(
@@ -298,14 +290,7 @@ class TritonFrontend:
                 "model that generates various number of responses"
             )
         inference = self._submit(request, model, inputs, parsed.parameters, received)
-        try:
-            text = await inference.text()
-            inference.succeeded()
-        except EngineError as exc:
-            inference.failed(BACKEND)
-            raise internal(f"Error generating stream: {exc}") from None
-        finally:
-            inference.close()
+        text = await _whole_text(inference)
         return json_response(_generate_body(model, parsed.id, text))
 
     async def generate_stream(self, request: Request) -> StreamingResponse:
@@ -373,6 +358,19 @@ def _model_path(request: Request) -> tuple[str, str | None]:
             raise TritonError(404, "Not Found")
         version = str(int(version))
     return request.path_params["model"], version
+
+
+async def _whole_text(inference: Inference) -> str:
+    """Wait for the whole text of a non-streaming inference, recording how it ended."""
+    try:
+        text = await inference.text()
+        inference.succeeded()
+        return text
+    except EngineError as exc:
+        inference.failed(BACKEND)
+        raise internal(f"Error generating stream: {exc}") from None
+    finally:
+        inference.close()
 
 
 def _binary_outputs(infer: tensors.InferRequest) -> bool:
