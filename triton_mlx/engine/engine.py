@@ -13,6 +13,9 @@ Prompts are prefilled in chunks of ``prefill_step_size`` tokens between decode s
 prompt never stalls the running streams for long. A prompt starts from the longest cached
 prefix (``PrefixCache``), and the ``n`` choices of one request prefill once: the siblings fork
 the first one's prompt cache. A cancelled sequence leaves the batch at the next step.
+
+Embeddings. Where the architecture allows (``decoder_embeddings``), ``embed`` queues a job
+that the thread runs between two generation steps: mean-pooled last hidden states.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from triton_mlx.encoders.batching import TOKEN_BUDGET, EmbedJob, JobQueue, Round
+from triton_mlx.engine import decoder_embeddings
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.kv_budget import KVBudget
 from triton_mlx.engine.model_thread import ModelThread
@@ -133,6 +138,12 @@ class Engine(ModelThread):
         self.prompt_tokens = 0
         self.budget = KVBudget(bytes_per_token=1, budget_bytes=0)
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.dimensions = 0
+        """Embedding width; 0 when the architecture cannot embed (see ``_probe_embeddings``)."""
+        self.max_seq_length = 0
+        self._embed_jobs = JobQueue(name, max_queue)
+        self._embed_waiting: list[EmbedJob] = []
+        self._embed_round: Round | None = None
         # Engine-thread state.
         self._model: Any = None
         self._tokenizer: Any = None
@@ -152,6 +163,10 @@ class Engine(ModelThread):
     @property
     def tokenizer(self) -> Any:
         return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
 
     # ----- requests (called from the asyncio side) -----
 
@@ -184,6 +199,24 @@ class Engine(ModelThread):
         streams = [GenerationStream(self, _choice(request, i)) for i in range(n)]
         self._command(("submit", streams))
         return streams
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids for embedding (the tokenizer's own special tokens), cut to the context."""
+        return [self.truncate(self._tokenizer.encode(text)) for text in texts]
+
+    def truncate(self, ids: list[int]) -> list[int]:
+        return ids[: self.max_seq_length]
+
+    async def embed(self, token_id_lists: list[list[int]]) -> Any:
+        """(len(inputs), dimensions) float32 vectors: mean-pooled, L2-normalised last hidden
+        states, computed on the engine thread between generation steps."""
+        if not self._accepting:
+            raise EngineNotRunningError(f"model {self.name!r} is not accepting requests")
+        if not self.dimensions:
+            raise EngineError(f"model {self.name!r} cannot compute embeddings")
+        job = self._embed_jobs.new_job(token_id_lists)
+        self._command(("embed", job))
+        return await job.future
 
     def stats(self) -> EngineStats:
         with self._lock:
@@ -221,6 +254,7 @@ class Engine(ModelThread):
             self._generator = self._new_generator()
             if self._warmup:
                 self._warm_up(on_gpu=on_gpu)
+            self._probe_embeddings()
             self.budget = self._measure_budget()
         except BaseException as exc:  # reported through wait_loaded
             self._load_failed(exc)
@@ -229,7 +263,23 @@ class Engine(ModelThread):
         try:
             self._serve()
         finally:
-            self._fail_all(EngineNotRunningError(f"model {self.name!r} was unloaded"))
+            self._accepting = False
+            unloaded = EngineNotRunningError(f"model {self.name!r} was unloaded")
+            self._fail_all(unloaded)
+            if self._embed_round is not None:
+                self._embed_round.fail(unloaded)
+            for job in self._embed_waiting:
+                job.fail(unloaded)
+            while True:  # jobs that came after the stop command
+                try:
+                    kind, payload = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if kind == "embed":
+                    payload.fail(unloaded)
+                elif kind == "submit":
+                    for stream in payload:
+                        self._finish_failed(stream, unloaded)
             self._generator = None
             self._model = None
 
@@ -258,6 +308,22 @@ class Engine(ModelThread):
                 _, responses = self._generator.next()
                 uids -= {r.uid for r in responses if r.finish_reason}
 
+    def _probe_embeddings(self) -> None:
+        """Find whether this architecture exposes its hidden states, and their width."""
+        import mlx.core as mx
+
+        try:
+            with mx.stream(self._stream):
+                self.dimensions = decoder_embeddings.hidden_size(self._model)
+        except Exception as exc:
+            logger.info("model %s cannot compute embeddings: %s", self.name, exc)
+            return
+        args = getattr(self._model, "args", None)
+        self.max_seq_length = int(getattr(args, "max_position_embeddings", 0) or TOKEN_BUDGET)
+        self._embedding_forward = decoder_embeddings.mean_pooled(
+            self._model, chunk=min(self._prefill_step_size or 512, 512)
+        )
+
     def _measure_budget(self) -> KVBudget:
         """KV bytes per token (measured on a one-token cache) and the bytes left for KV caches
         once the weights are in memory."""
@@ -283,9 +349,11 @@ class Engine(ModelThread):
 
     def _serve(self) -> None:
         while True:
-            idle = not self._by_uid and not self._waiting
+            idle = not self._by_uid and not self._waiting and self._embed_round is None
             if not self._drain_inbox(block=idle):
                 return
+            if self._embed_waiting or self._embed_round is not None:
+                self._embed_step()
             self._admit()
             if not self._by_uid:
                 continue
@@ -294,7 +362,7 @@ class Engine(ModelThread):
                 for response in prompt_responses:
                     if response.end_of_prompt:
                         self._fork_followers(response.uid)
-                outputs = [self._handle(r) for r in responses]
+                outputs = self._handle_step(responses)
             except Exception:
                 logger.exception("engine step failed for model %s", self.name)
                 self._fail_all(EngineError("generation failed inside the engine"))
@@ -314,8 +382,35 @@ class Engine(ModelThread):
                 return False
             if kind == "submit":
                 self._waiting.append(payload)
+            elif kind == "embed":
+                self._embed_waiting.append(payload)
             elif kind == "cancel":
                 self._cancel(payload)
+
+    def _embed_step(self) -> None:
+        """One batch of the embedding round in progress (a new round takes every job waiting):
+        one forward pass of at most a prefill chunk of padded tokens between two generation
+        steps, so running streams wait no longer than for a prefill chunk. A failure fails
+        that round's jobs only."""
+        import mlx.core as mx
+
+        if self._embed_round is None:
+            jobs, self._embed_waiting = self._embed_waiting, []
+            self._embed_round = Round(jobs, dimensions=self.dimensions,
+                                      token_budget=self._prefill_step_size or TOKEN_BUDGET)
+        batches = self._embed_round
+        embedded = batches.tokens
+        try:
+            with mx.stream(self._stream):
+                batches.step(self._embedding_forward)
+            self.prompt_tokens += batches.tokens - embedded
+        except Exception as exc:
+            logger.exception("embedding failed for model %s", self.name)
+            batches.fail(EngineError(f"embedding failed inside the engine: {exc}"))
+            self._embed_round = None
+            return
+        if batches.done:
+            self._embed_round = None
 
     def _admit(self) -> None:
         """Start waiting requests, oldest first, while slots and KV memory allow."""
@@ -363,19 +458,22 @@ class Engine(ModelThread):
     ) -> Sequence:
         """Add one sequence to the batch, starting from ``cache`` (holding the first ``cached``
         prompt tokens) or from the prefix cache's longest match."""
-        from triton_mlx.engine.sampling import make_logits_processors, make_sampler
+        from triton_mlx.engine import sampling
+        from triton_mlx.engine.fault_trap import FaultTrap
 
         request = stream.request
         prompt = list(request.prompt_tokens)
         if cache is None:
             cache, cached = self.prefix_cache.fetch(prompt)
+        trap = FaultTrap()
         (uid,) = self._generator.insert(
             [prompt[cached:]],
             max_tokens=[request.max_tokens],
             caches=[cache] if cache is not None else None,
             all_tokens=[prompt[:cached]],
-            samplers=[make_sampler(request.sampling, self._vocab_size)],
-            logits_processors=[make_logits_processors(request.sampling, len(prompt))],
+            samplers=[trap.sampler(sampling.make_sampler(request.sampling, self._vocab_size))],
+            logits_processors=[trap.processors(
+                sampling.make_logits_processors(request.sampling, len(prompt)))],
         )
         sequence = Sequence(
             stream=stream,
@@ -384,6 +482,7 @@ class Engine(ModelThread):
             uid=uid,
             cached_tokens=cached,
             reserved_bytes=need,
+            trap=trap,
         )
         self._by_uid[uid] = sequence
         self._by_stream[stream] = sequence
@@ -429,6 +528,43 @@ class Engine(ModelThread):
         elif stopped:
             self._remove(sequence)
         return None if output is None else (sequence.stream, output)
+
+    def _handle_step(
+        self, responses: list[Any]
+    ) -> list[tuple[GenerationStream, GenerationOutput] | None]:
+        """The outputs of one step. A sequence whose own code failed (its sampler or logits
+        processors during the step, its detokenizer or stop strings here) fails alone; the
+        rest of the batch goes on."""
+        for sequence in [s for s in self._by_uid.values() if s.trap and s.trap.error]:
+            self._fail_sequence(sequence, sequence.trap.error)
+        outputs = []
+        for response in responses:
+            sequence = self._by_uid.get(response.uid)
+            try:
+                outputs.append(self._handle(response))
+            except Exception as exc:
+                if sequence is None:
+                    raise
+                self._fail_sequence(sequence, exc)
+        return outputs
+
+    def _fail_sequence(self, sequence: Sequence, exc: BaseException) -> None:
+        """Fail one sequence (and the siblings waiting to fork it) after its own code raised;
+        the traceback goes to the log, the client gets a generic engine error."""
+        logger.error("generation failed for one request of model %s; the others go on",
+                     self.name, exc_info=exc,
+                     extra={"request_id": sequence.request.request_id})
+        error = EngineError("generation failed inside the engine")
+        followers, sequence.followers = sequence.followers, []
+        if sequence.uid in self._by_uid:
+            self._generator.remove([sequence.uid])
+            self._release(sequence)
+        if followers:
+            self._unforked -= len(followers)
+            self.budget.release(sequence.reserved_bytes * len(followers))
+            for stream in followers:
+                self._finish_failed(stream, error)
+        self._deliver_error(sequence.stream, error)
 
     def _remove(self, sequence: Sequence) -> None:
         """Take a running sequence out of the batch, keeping its cache for later prompts."""

@@ -11,6 +11,7 @@ from triton_mlx.engine.types import GenerationOutput, GenerationRequest, TokenLo
 
 if TYPE_CHECKING:
     from triton_mlx.engine.engine import GenerationStream
+    from triton_mlx.engine.fault_trap import FaultTrap
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Sequence:
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
     followers: list[GenerationStream] = field(default_factory=list)
     """Siblings of an ``n`` > 1 request, waiting to fork this sequence's prompt cache."""
+    trap: FaultTrap | None = None
+    """Records an exception raised by this sequence's sampler or logits processors."""
 
     @property
     def request(self) -> GenerationRequest:

@@ -1,20 +1,22 @@
-"""``POST /v1/embeddings``: sentence vectors from an embedding (encoder) model.
+"""``POST /v1/embeddings``: sentence vectors from an embedding (encoder) model or a chat model.
 
 ``input`` is a string, a list of strings, a list of token ids, or a list of lists of token ids.
 Text is tokenized with the model's special tokens; token ids are used as given. Either is
-truncated to the model's ``max_seq_length`` (as sentence-transformers does) and ``usage``
-counts the tokens actually embedded.
+truncated to the model's ``max_seq_length`` (as sentence-transformers does; a chat model's is
+its context length) and ``usage`` counts the tokens actually embedded. ``dimensions`` shortens
+vectors only for models whose folder says they were trained for it (``"matryoshka": true`` in
+``triton_mlx.json``); for the others only their full size is accepted.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from typing import Any
 
 import numpy as np
 
+from triton_mlx.encoders.batching import tokenize_texts
 from triton_mlx.engine.types import EngineNotRunningError, QueueFullError
 from triton_mlx.http import Request, Response, json_response
 from triton_mlx.observability.inference_stats import BACKEND, SUCCESS, InferenceTiming
@@ -25,8 +27,6 @@ from triton_mlx.repository.repository import ModelRepository
 
 MAX_INPUTS = 2048
 """The most inputs one request may embed (OpenAI's limit)."""
-_TOKENIZE_OFF_LOOP = 64
-"""Above this many texts, tokenization runs in a worker thread, off the event loop."""
 _PARAMS = {"model", "input", "encoding_format", "dimensions", "user"}
 
 
@@ -55,21 +55,15 @@ class EmbeddingsHandler:
         user = data.get("user")
         if user is not None and not isinstance(user, str):
             raise invalid("user must be a string", "user")
-        model = gen.resolve_model(self.repository, name, kind="embedding")
-        encoder = model.encoder
-        assert encoder is not None
-        dimensions = data.get("dimensions")
-        if dimensions is not None and (
-            not isinstance(dimensions, int) or isinstance(dimensions, bool)
-            or not 1 <= dimensions <= encoder.dimensions
-        ):
-            raise invalid(f"dimensions must be an integer from 1 to {encoder.dimensions} for "
-                          f"this model", "dimensions")
+        model = gen.resolve_model(self.repository, name, kind=None)
+        encoder = model.embedder
+        if encoder is None:
+            raise OpenAIError(400, f"the model {name!r} cannot compute embeddings: its "
+                              f"architecture does not expose its hidden states", param="model",
+                              code="embeddings_not_supported")
+        dimensions = _dimensions(data.get("dimensions"), encoder.dimensions, model.matryoshka)
         if texts is not None:
-            if len(texts) > _TOKENIZE_OFF_LOOP:
-                tokens = await asyncio.to_thread(encoder.tokenize, texts)
-            else:
-                tokens = encoder.tokenize(texts)
+            tokens = await tokenize_texts(encoder, texts)
         else:
             assert id_lists is not None
             for ids in id_lists:
@@ -113,6 +107,21 @@ class EmbeddingsHandler:
         timing = InferenceTiming.from_marks(received=received, submitted=submitted,
                                             first_output=computed, finished=time.perf_counter())
         self.metrics.observe_inference(name, timing, outcome=outcome, inferences=inferences)
+
+
+def _dimensions(value: Any, full: int, matryoshka: bool) -> int | None:
+    """The requested vector size: any size up to ``full`` for Matryoshka-trained models,
+    only ``full`` for the others (truncating them would return meaningless vectors)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= full:
+        raise invalid(f"dimensions must be an integer from 1 to {full} for this model",
+                      "dimensions")
+    if value != full and not matryoshka:
+        raise invalid(f"this model's embeddings have {full} dimensions and it was not trained "
+                      f"for shorter ones; dimensions={value} is refused (a model trained for "
+                      f"it says \"matryoshka\": true in its triton_mlx.json)", "dimensions")
+    return value
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:

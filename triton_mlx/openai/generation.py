@@ -29,9 +29,11 @@ from triton_mlx.repository.repository import ModelRepository, ModelState, Served
 RETRY_AFTER_SECONDS = "1"
 
 
-def resolve_model(repository: ModelRepository, name: str, kind: str = "chat") -> ServedModel:
+def resolve_model(
+    repository: ModelRepository, name: str, kind: str | None = "chat"
+) -> ServedModel:
     """The ready model called ``name``: 404 if there is none, 503 if it is not ready, 400 if
-    it is not of ``kind`` ("chat" or "embedding")."""
+    it is not of ``kind`` ("chat", "embedding", or None for any)."""
     entry = repository.get(name)
     if entry is None:
         raise OpenAIError(
@@ -43,7 +45,7 @@ def resolve_model(repository: ModelRepository, name: str, kind: str = "chat") ->
             503, f"the model {name!r} is not ready ({entry.state}){detail}",
             param="model", code="model_not_ready",
         )
-    if entry.model.kind != kind:
+    if kind is not None and entry.model.kind != kind:
         route = "/v1/embeddings" if entry.model.kind == "embedding" else "/v1/chat/completions"
         raise OpenAIError(
             400, f"the model {name!r} is a model of kind {entry.model.kind!r}, not {kind!r}; "

@@ -20,6 +20,7 @@ from pathlib import Path
 from triton_mlx import blas
 from triton_mlx.config import ServerConfig
 from triton_mlx.encoders import is_bert_config
+from triton_mlx.encoders.batching import Embedder
 from triton_mlx.encoders.engine import EmbeddingEngine
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.prompts import PromptBuilder
@@ -51,7 +52,8 @@ class ServedModel:
     """A loaded model as the front-ends see it: its engine, its prompts and its limits.
 
     ``kind`` is "chat" (``engine`` and ``prompts`` set) or "embedding" (``encoder`` set, and
-    ``engine`` and ``prompts`` None)."""
+    ``engine`` and ``prompts`` None). Both kinds embed (``embedder``) where the architecture
+    lets the chat engine reach its last hidden state."""
 
     name: str
     display_name: str
@@ -65,6 +67,16 @@ class ServedModel:
     created: int = field(default_factory=lambda: int(time.time()))
     kind: str = "chat"
     encoder: EmbeddingEngine | None = None
+    matryoshka: bool = False
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """What computes this model's embeddings, or None if it cannot."""
+        if self.encoder is not None:
+            return self.encoder
+        if self.engine is not None and self.engine.dimensions:
+            return self.engine
+        return None
 
     @property
     def worker(self) -> Engine | EmbeddingEngine:
@@ -282,6 +294,7 @@ class ModelRepository:
             max_tokens_limit=settings.max_tokens,
             default_temperature=settings.default_temperature,
             runtime_profile=chosen[0],
+            matryoshka=settings.matryoshka,
         )
 
     def _load_encoder(self, name: str, path: Path, settings: ModelSettings) -> ServedModel:
@@ -290,7 +303,11 @@ class ModelRepository:
             raise ModelFolderError("no *.safetensors weight files")
         if not (path / "tokenizer.json").is_file():
             raise ModelFolderError("no tokenizer.json (an embedding model needs one)")
-        encoder = EmbeddingEngine(path, name=name, max_queue=self.config.max_queued_requests)
+        for key in ("max_tokens", "default_temperature"):
+            if getattr(settings, key) is not None:
+                raise ModelFolderError(f"{key} does not apply to an embedding model")
+        encoder = EmbeddingEngine(path, name=name, max_queue=self.config.max_queued_requests,
+                                  max_rows=settings.max_batch_size)
         encoder.start()
         try:
             encoder.wait_loaded()
@@ -308,6 +325,7 @@ class ModelRepository:
             default_temperature=None,
             kind="embedding",
             encoder=encoder,
+            matryoshka=settings.matryoshka,
         )
 
     def get(self, name: str) -> ModelEntry | None:

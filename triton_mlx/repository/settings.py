@@ -21,6 +21,9 @@ class ModelSettings:
     max_batch_size: int | None = None
     max_tokens: int | None = None
     default_temperature: float | None = None
+    matryoshka: bool = False
+    """The model was trained so that its vectors' leading dimensions embed on their own
+    (Matryoshka representation learning): only then does ``dimensions`` truncate them."""
 
 
 def read_settings(folder: Path) -> ModelSettings:
@@ -43,8 +46,12 @@ def read_settings(folder: Path) -> ModelSettings:
     display_name = data.get("display_name")
     if display_name is not None and not isinstance(display_name, str):
         raise ModelFolderError(f"{SETTINGS_FILE}: display_name must be a string")
+    matryoshka = data.get("matryoshka", False)
+    if not isinstance(matryoshka, bool):
+        raise ModelFolderError(f"{SETTINGS_FILE}: matryoshka must be true or false")
     return ModelSettings(
         display_name=display_name,
+        matryoshka=matryoshka,
         max_batch_size=_positive_int(data, "max_batch_size"),
         max_tokens=_positive_int(data, "max_tokens"),
         default_temperature=_temperature(data),

@@ -2,7 +2,8 @@
 
 Status codes and bodies follow Triton's HTTP server: errors are ``{"error": "..."}``, health
 and readiness answer 200 or 400 with empty bodies, unknown routes ``{"error": "Not Found"}``.
-Every model is served with the LLM signature of Triton's vLLM backend (``signature.py``).
+Chat models are served with the LLM signature of Triton's vLLM backend (``signature.py``),
+embedding models with ``text_input`` -> ``embedding`` (``embedding_signature.py``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from triton_mlx.repository.repository import (
     ModelState,
     ServedModel,
 )
-from triton_mlx.triton import signature, stats, tensors
+from triton_mlx.triton import embedding_signature, signature, stats, tensors
 from triton_mlx.triton.compression import decompress
+from triton_mlx.triton.embeddings import infer_embeddings
 from triton_mlx.triton.errors import (
     TritonError,
     format_error,
@@ -132,11 +134,17 @@ class TritonFrontend:
     # ----- models -----
 
     async def model_metadata(self, request: Request) -> Response:
-        model = self._ready_model(request)
+        model = self._ready_model(request, kind=None)
+        if model.kind == "embedding":
+            return json_response(embedding_signature.embedding_metadata(
+                model.name, model.worker.dimensions))
         return json_response(signature.metadata(model.name))
 
     async def model_config(self, request: Request) -> Response:
-        model = self._ready_model(request)
+        model = self._ready_model(request, kind=None)
+        if model.kind == "embedding":
+            return json_response(embedding_signature.embedding_config(
+                model.name, model.worker.dimensions))
         return json_response(signature.config(model.name))
 
     async def model_ready(self, request: Request) -> Response:
@@ -245,7 +253,7 @@ class TritonFrontend:
 
     async def infer(self, request: Request) -> Response:
         received = time.perf_counter()
-        model = self._ready_model(request)
+        model = self._ready_model(request, kind=None)
         body = decompress(
             request.body, request.headers.get("content-encoding"), self.config.max_request_bytes
         )
@@ -258,6 +266,8 @@ class TritonFrontend:
                 f"{len(signature.INPUTS)} inputs in '{model.name}' model configuration"
             )
         infer = tensors.decode_request(body, json_length, model.name)
+        if model.kind == "embedding":
+            return await infer_embeddings(request, model, infer, self.metrics, received)
         inputs = signature.check_inputs(model.name, infer.inputs, infer.id)
         signature.check_outputs(model.name, infer.outputs)
         if inputs.stream:
@@ -324,8 +334,9 @@ class TritonFrontend:
 
     # ----- lookup -----
 
-    def _ready_model(self, request: Request) -> ServedModel:
-        """The model the path names, with Triton's errors for unknown or unready ones."""
+    def _ready_model(self, request: Request, kind: str | None = "chat") -> ServedModel:
+        """The model the path names, with Triton's errors for unknown or unready ones, and
+        for a model not of ``kind`` (None: any)."""
         name, version = _model_path(request)
         entry = self._entry(name)
         if version is not None and version != signature.MODEL_VERSION:
@@ -336,10 +347,10 @@ class TritonFrontend:
             raise unavailable(
                 f"Request for unknown model: '{name}' version {version} is not at ready state"
             )
-        if entry.model.kind != "chat":
+        if kind is not None and entry.model.kind != kind:
             raise invalid_arg(
-                f"model '{name}' is an embedding model; the Triton API serves only "
-                f"language models yet (use the OpenAI API's /v1/embeddings)"
+                f"model '{name}' is an embedding model: it answers /infer with "
+                f"'{embedding_signature.EMBEDDING_OUTPUT}', not /generate"
             )
         return entry.model
 
@@ -356,7 +367,7 @@ def _model_path(request: Request) -> tuple[str, str | None]:
     if version is not None:
         if not version.isdigit():
             raise TritonError(404, "Not Found")
-        version = str(int(version))
+        version = version.lstrip("0") or "0"  # not int(): it refuses over 4300 digits
     return request.path_params["model"], version
 
 

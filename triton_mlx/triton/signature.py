@@ -25,7 +25,7 @@ EXCLUDE_INPUT = "exclude_input_in_output"
 TEXT_OUTPUT = "text_output"
 
 # Triton's protocol datatype for each config data_type.
-_CONFIG_TYPES = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL"}
+_CONFIG_TYPES = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL", "FP32": "TYPE_FP32"}
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,23 @@ _INPUTS = {spec.name: spec for spec in INPUTS}
 _OUTPUTS = {spec.name: spec for spec in OUTPUTS}
 
 
-def metadata(model: str) -> dict[str, Any]:
+def metadata(
+    model: str, inputs: tuple[TensorSpec, ...] = INPUTS, outputs: tuple[TensorSpec, ...] = OUTPUTS
+) -> dict[str, Any]:
     """``GET /v2/models/{m}``: KServe's model metadata."""
     return {
         "name": model,
         "versions": [MODEL_VERSION],
         "platform": PLATFORM,
-        "inputs": [spec.metadata() for spec in INPUTS],
-        "outputs": [spec.metadata() for spec in OUTPUTS],
+        "inputs": [spec.metadata() for spec in inputs],
+        "outputs": [spec.metadata() for spec in outputs],
     }
 
 
-def config(model: str) -> dict[str, Any]:
+def config(
+    model: str, inputs: tuple[TensorSpec, ...] = INPUTS, outputs: tuple[TensorSpec, ...] = OUTPUTS,
+    decoupled: bool = True,
+) -> dict[str, Any]:
     """``GET /v2/models/{m}/config``: the JSON form of Triton's ModelConfig for this model."""
     return {
         "name": model,
@@ -80,7 +85,7 @@ def config(model: str) -> dict[str, Any]:
                 "allow_ragged_batch": False,
                 "optional": spec.optional,
             }
-            for spec in INPUTS
+            for spec in inputs
         ],
         "output": [
             {
@@ -90,7 +95,7 @@ def config(model: str) -> dict[str, Any]:
                 "label_filename": "",
                 "is_shape_tensor": False,
             }
-            for spec in OUTPUTS
+            for spec in outputs
         ],
         "batch_input": [],
         "batch_output": [],
@@ -103,7 +108,7 @@ def config(model: str) -> dict[str, Any]:
         "metric_tags": {},
         "parameters": {},
         "model_warmup": [],
-        "model_transaction_policy": {"decoupled": True},
+        "model_transaction_policy": {"decoupled": decoupled},
     }
 
 
@@ -141,16 +146,7 @@ def check_inputs(model: str, tensors: list[Tensor], request_id: str | None) -> L
         spec = _INPUTS.get(tensor.name)
         if spec is None:
             raise invalid_arg(f"unexpected inference input '{tensor.name}' for model '{model}'")
-        if tensor.datatype != spec.datatype:
-            raise invalid_arg(
-                f"{prefix}inference input '{tensor.name}' data-type is '{tensor.datatype}', but "
-                f"model '{model}' expects '{spec.datatype}'"
-            )
-        if not _shape_matches(tensor.shape, spec.dims):
-            raise invalid_arg(
-                f"{prefix}unexpected shape for input '{tensor.name}' for model '{model}'. "
-                f"Expected {_dims(spec.dims)}, got {_dims(tensor.shape)}. "
-            )
+        check_tensor(model, tensor, spec, prefix)
     return LLMInputs(
         text=_text(by_name[TEXT_INPUT]),
         stream=_flag(by_name.get(STREAM)) or False,
@@ -165,6 +161,20 @@ def check_outputs(model: str, outputs: list[RequestedOutput] | None) -> None:
     for output in outputs or ():
         if output.name not in _OUTPUTS:
             raise invalid_arg(f"unexpected inference output '{output.name}' for model '{model}'")
+
+
+def check_tensor(model: str, tensor: Tensor, spec: TensorSpec, prefix: str) -> None:
+    """The data type and shape of one input, with Triton core's messages."""
+    if tensor.datatype != spec.datatype:
+        raise invalid_arg(
+            f"{prefix}inference input '{tensor.name}' data-type is '{tensor.datatype}', but "
+            f"model '{model}' expects '{spec.datatype}'"
+        )
+    if not _shape_matches(tensor.shape, spec.dims):
+        raise invalid_arg(
+            f"{prefix}unexpected shape for input '{tensor.name}' for model '{model}'. "
+            f"Expected {_dims(spec.dims)}, got {_dims(tensor.shape)}. "
+        )
 
 
 def _shape_matches(shape: list[int], dims: tuple[int, ...]) -> bool:
