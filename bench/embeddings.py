@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 * np.linalg.norm(theirs, axis=1))
             cosine_line = (f"lowest cosine similarity, ours vs sentence-transformers, over "
                            f"{len(sentences)} sentences: {cosines.min():.6f}")
-    print(render(rows, model_dir.name, len(sentences), load, cosine_line), end="")
+    print(render(rows, args.model_dir.name, len(sentences), load, cosine_line), end="")
     return 0
 
 

@@ -291,3 +291,25 @@ def test_broken_encoder_folder_is_unavailable_with_the_reason(tmp_path, start_se
         assert cards["encoder"]["state"] == "UNAVAILABLE"
         assert "max_tokens" in cards["encoder"]["reason"]
     assert cards[TINY]["state"] == "READY"
+
+
+def test_readme_embedding_examples_run_as_written(server):
+    """The README's embeddings examples (OpenAI SDK and tritonclient), only the ports changed."""
+    import re
+    import subprocess
+    import sys
+
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Embeddings")
+    section = text[start:text.index("\n## ", start)]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2
+    printed = []
+    for block in blocks:
+        code = block.replace("localhost:9000", f"127.0.0.1:{server.port}").replace(
+            "localhost:8000", f"127.0.0.1:{server.http_port}")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        printed.append(result.stdout.strip())
+    assert printed == ["384", "(2, 384)"]

@@ -2,9 +2,11 @@
 
 A job is one request's inputs (token id lists). A ``Round`` takes every job waiting, sorts all
 their inputs by length, pads and masks them into batches of at most ``token_budget`` padded
-tokens (and at most ``max_rows`` inputs), runs each batch through the model's ``forward`` and
-scatters the rows back. A job is handed to asyncio with one ``call_soon_threadsafe`` the
-moment its last row is done, so a small request never waits for a large one of the same round.
+tokens (and at most ``max_rows`` inputs, and little padding: a batch of similar lengths is
+cut where the next input would make it mostly padding), runs each batch through the model's
+``forward`` and scatters the rows back. A job is handed to asyncio with one
+``call_soon_threadsafe`` the moment its last row is done, so a small request never waits for a
+large one of the same round.
 Runs on the model's thread; the asyncio side only creates jobs and awaits their futures.
 """
 
@@ -22,6 +24,11 @@ from triton_mlx.engine.types import QueueFullError
 
 TOKEN_BUDGET = 8192
 """Padded tokens per forward pass: batch size x longest input of the batch."""
+MAX_PADDING_SHARE = 0.25
+"""A batch stops growing before padding would be more than this share of its tokens..."""
+PADDING_SLACK_TOKENS = 32
+"""...or more than this many tokens, whichever is larger: about what one more forward pass
+costs on a CPU (a pass of one short input takes as long as ~30 tokens in a large batch)."""
 
 TOKENIZE_OFF_LOOP = 64
 """Above this many texts, ``tokenize_texts`` runs the tokenizer in a worker thread."""
@@ -146,12 +153,15 @@ class Round:
         import mlx.core as mx
 
         items, start = self._items, self._start
-        end = start + 1
-        while (
-            end < len(items)
-            and items[end][0] * (end + 1 - start) <= self.token_budget
-            and (self.max_rows is None or end - start < self.max_rows)
-        ):
+        end, real = start + 1, items[start][0]
+        while end < len(items):
+            length, rows = items[end][0], end + 1 - start
+            padded = length * rows
+            if padded > self.token_budget or (self.max_rows is not None and rows > self.max_rows):
+                break
+            if padded - (real + length) > max(MAX_PADDING_SHARE * padded, PADDING_SLACK_TOKENS):
+                break
+            real += length
             end += 1
         batch = items[start:end]
         longest = batch[-1][0]
