@@ -16,7 +16,9 @@ from tests.conftest import TINY
 FLAGS = ["--model-repository", "--host", "--openai-port", "--http-port", "--log-level",
          "--max-memory-gb", "--default-max-tokens", "--chat-template", "--model-control-mode",
          "--repository-poll-secs", "--max-concurrent-requests", "--api-key", "--json-logs",
-         "--runtime-profile", "--prefix-cache-mb", "--max-queued-requests", "--metrics-port"]
+         "--runtime-profile", "--prefix-cache-mb", "--max-queued-requests", "--metrics-port",
+         "--exit-timeout-secs", "--max-connections", "--header-timeout-secs",
+         "--body-timeout-secs", "--idle-timeout-secs", "--write-timeout-secs"]
 
 
 def run(*args, **kwargs):
@@ -39,10 +41,22 @@ def test_help_documents_every_flag():
     (["--log-level", "LOUD"], "LOUD"),
     (["--max-memory-gb", "-1"], "positive"),
     (["--repository-poll-secs", "abc"], "not a number"),
+    (["--max-connections", "0"], "minimum"),
+    (["--header-timeout-secs", "0"], "positive"),
+    (["--exit-timeout-secs", "-1"], ">= 0"),
+    (["--api-key", ""], "empty"),
+    (["--api-key", "key with spaces"], "ASCII"),
+    (["--api-key", "ключ"], "ASCII"),
 ])
 def test_nonsense_values_are_refused(tiny_repository, args, words):
     result = run("--model-repository", str(tiny_repository), *args)
     assert result.returncode == 2 and words in result.stderr
+
+
+def test_an_empty_key_in_the_environment_is_refused_not_ignored(tiny_repository):
+    result = run("--model-repository", str(tiny_repository),
+                 env={**os.environ, "TRITON_MLX_API_KEY": ""})
+    assert result.returncode == 2 and "empty" in result.stderr
 
 
 def test_missing_repository_is_refused(tmp_path):

@@ -17,7 +17,10 @@ def bearer_auth(
     """Refuse every request without ``Authorization: Bearer <api_key>``, except exempt paths.
 
     The comparison is constant-time; the key is never logged. Middleware runs before routing,
-    so unknown paths are refused too and cannot reveal which routes exist.
+    so unknown paths are refused too and cannot reveal which routes exist. Exempt paths are
+    compared exactly with the decoded path that routing matches, so no spelling of another
+    route (``/v1/health/ready/../../models``, ``%2f``...) is exempt. A 401 carries the
+    ``WWW-Authenticate`` challenge that RFC 9110 requires (RFC 6750's Bearer form).
     """
     expected = api_key.encode()
 
@@ -27,9 +30,17 @@ def bearer_auth(
         header = request.headers.get("authorization") or ""
         scheme, _, token = header.partition(" ")
         if not header:
-            return unauthorized("missing API key: send the header 'Authorization: Bearer KEY'")
+            return _challenge(
+                unauthorized("missing API key: send the header 'Authorization: Bearer KEY'"),
+                "Bearer",
+            )
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            return unauthorized("invalid API key")
+            return _challenge(unauthorized("invalid API key"), 'Bearer error="invalid_token"')
         return await call_next(request)
 
     return middleware
+
+
+def _challenge(response: Response, challenge: str) -> Response:
+    response.headers = [*response.headers, ("WWW-Authenticate", challenge)]
+    return response

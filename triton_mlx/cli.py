@@ -54,6 +54,17 @@ def _non_negative_float(text: str) -> float:
     return _finite_float(text, zero_allowed=True)
 
 
+def _api_key(text: str) -> str:
+    """A key that can match: not empty (an empty key would silently turn authentication
+    off), printable ASCII without spaces (HTTP header values are not reliably anything else)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the API key is empty; leave --api-key and "
+                                         "TRITON_MLX_API_KEY unset to serve without one")
+    if not all("!" <= ch <= "~" for ch in text):
+        raise argparse.ArgumentTypeError("the API key must be printable ASCII without spaces")
+    return text
+
+
 def _existing_dir(text: str) -> Path:
     path = Path(text)
     if not path.is_dir():
@@ -129,13 +140,28 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queued-requests", type=_int_at_least(0), default=32, metavar="N",
                    help="Requests per model that may wait for a free slot; beyond that "
                    "requests get 429 with Retry-After (default: 32).")
-    p.add_argument("--api-key", default=os.environ.get("TRITON_MLX_API_KEY"), metavar="KEY",
+    p.add_argument("--api-key", type=_api_key, default=os.environ.get("TRITON_MLX_API_KEY"),
+                   metavar="KEY",
                    help="Require 'Authorization: Bearer KEY' on every route but the health "
                    "checks (default: the TRITON_MLX_API_KEY environment variable; none).")
     p.add_argument("--json-logs", action="store_true",
                    help="One JSON object per log line instead of human-readable text.")
     p.add_argument("--max-request-mb", type=_positive_float, default=8.0, metavar="MB",
                    help="Largest request body accepted; larger ones get 413 (default: 8).")
+    p.add_argument("--max-connections", type=_int_at_least(1), default=1000, metavar="N",
+                   help="Open connections per port; more are answered 503 and closed "
+                   "(default: 1000). Mind the process's file-descriptor limit (ulimit -n).")
+    p.add_argument("--header-timeout-secs", type=_positive_float, default=10.0, metavar="N",
+                   help="A request's head must arrive within N seconds, else 408 and close "
+                   "(default: 10): slow-header clients cannot hold connections.")
+    p.add_argument("--body-timeout-secs", type=_positive_float, default=30.0, metavar="N",
+                   help="A request's body must arrive within N seconds of its head, else 408 "
+                   "(default: 30).")
+    p.add_argument("--idle-timeout-secs", type=_positive_float, default=5.0, metavar="N",
+                   help="An idle keep-alive connection is closed after N seconds (default: 5).")
+    p.add_argument("--write-timeout-secs", type=_positive_float, default=30.0, metavar="N",
+                   help="A client that stops reading the response for N seconds is dropped "
+                   "(default: 30).")
     p.add_argument("--prefix-cache-mb", type=_non_negative_float, default=1024.0, metavar="MB",
                    help="Memory per model for KV caches kept for reuse by later prompts with "
                    "the same beginning (multi-turn chats, shared system prompts); least "
@@ -145,6 +171,10 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="Prompt tokens prefilled between two decode steps, so a long prompt "
                    "never stalls running streams for long (default: 128 on a CPU, 2048 on a "
                    "GPU).")
+    p.add_argument("--exit-timeout-secs", type=_non_negative_float, default=30.0,
+                   metavar="N",
+                   help="On SIGTERM or SIGINT, how long in-flight requests may run on before "
+                   "they are cut and the server exits (default: 30; Triton's flag).")
     p.add_argument("--runtime-profile", choices=PROFILE_CHOICES, default="auto",
                    help="How a model's weights run on a CPU (default: auto). fast: dense "
                    "float32 weights through an optimized BLAS (OpenBLAS, loaded at start on "
@@ -186,12 +216,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         load_models=tuple(args.load_models),
         max_concurrent_requests=args.max_concurrent_requests,
         max_queued_requests=args.max_queued_requests,
-        api_key=args.api_key or None,
+        api_key=args.api_key,
         json_logs=args.json_logs,
         max_request_bytes=int(args.max_request_mb * 1024 * 1024),
         runtime_profile=args.runtime_profile,
         prefix_cache_mb=args.prefix_cache_mb,
         prefill_chunk_tokens=args.prefill_chunk_tokens,
+        exit_timeout_secs=args.exit_timeout_secs,
+        max_connections=args.max_connections,
+        header_timeout_secs=args.header_timeout_secs,
+        body_timeout_secs=args.body_timeout_secs,
+        idle_timeout_secs=args.idle_timeout_secs,
+        write_timeout_secs=args.write_timeout_secs,
     )
 
 

@@ -28,4 +28,10 @@ class ServerConfig:
     runtime_profile: str = "auto"
     prefix_cache_mb: float = 1024.0
     prefill_chunk_tokens: int | None = None
+    exit_timeout_secs: float = 30.0
+    max_connections: int = 1000
+    header_timeout_secs: float = 10.0
+    body_timeout_secs: float = 30.0
+    idle_timeout_secs: float = 5.0
+    write_timeout_secs: float = 30.0
     warmup: bool = True

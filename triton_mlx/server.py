@@ -42,7 +42,14 @@ class Server:
                             "process_resident": memory.process_resident_bytes()},
         )
         self.metrics.bind_system_memory(system_memory.total_bytes, system_memory.used_bytes)
-        limits = HTTPLimits(max_body_bytes=config.max_request_bytes)
+        limits = HTTPLimits(
+            max_body_bytes=config.max_request_bytes,
+            max_connections=config.max_connections,
+            header_timeout=config.header_timeout_secs,
+            body_timeout=config.body_timeout_secs,
+            keepalive_timeout=config.idle_timeout_secs,
+            write_timeout=config.write_timeout_secs,
+        )
         self.openai = HTTPServer(
             OpenAIFrontend(self.repository, config, self.metrics).router(),
             host=config.host, port=config.openai_port, limits=limits, name="openai",
@@ -104,9 +111,9 @@ async def serve(config: ServerConfig) -> int:
         await server.stop(grace=0)
         return 1
     await stop.wait()
-    logger.info("shutting down: finishing in-flight requests (up to %.0f s)",
-                SHUTDOWN_GRACE_SECONDS)
-    await server.stop()
+    grace = config.exit_timeout_secs
+    logger.info("shutting down: finishing in-flight requests (up to %g s)", grace)
+    await server.stop(grace)
     logger.info("stopped")
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
 _KEY = "model"  # one cache per engine, so one trie root
@@ -56,8 +57,13 @@ class PrefixCache:
         return cache, matched
 
     def store(self, tokens: list[int], cache: list[Any]) -> None:
-        """Keep ``cache``, which holds exactly ``tokens``; evicts to stay within bounds."""
+        """Keep ``cache``, which holds exactly ``tokens``; evicts to stay within bounds.
+
+        The cache is evaluated first: a sequence's cache taken out of the batch is a lazy copy
+        of its rows, which until evaluated keeps the whole batch's KV buffers alive, bytes
+        that its ``nbytes`` (and so the byte bound) does not count."""
         if self.enabled and tokens:
+            mx.eval([c.state for c in cache])
             self._cache.insert_cache(_KEY, list(tokens), cache)
 
     def shrink_to(self, max_bytes: int) -> None:

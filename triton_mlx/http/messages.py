@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -132,7 +133,8 @@ class Request:
         """Parse the body as UTF-8 JSON.
 
         Raises :class:`BodyDecodeError` (a ``ValueError``) with a client-presentable
-        message on an empty body, invalid UTF-8, invalid JSON or absurd nesting.
+        message on an empty body, invalid UTF-8, invalid JSON, absurd nesting or a string
+        that is not Unicode (a lone surrogate escape).
         """
         if not self.body:
             raise BodyDecodeError("request body is empty; expected JSON")
@@ -143,7 +145,7 @@ class Request:
                 f"request body is not valid UTF-8 (invalid byte at offset {exc.start})"
             ) from None
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise BodyDecodeError(
                 f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
@@ -151,6 +153,44 @@ class Request:
         except RecursionError:
             # json's C scanner recurses per nesting level; "[[[[..." must not become a 500.
             raise BodyDecodeError("request body is not valid JSON: nested too deeply") from None
+        except ValueError:
+            # Not a JSONDecodeError: an integer literal beyond sys.get_int_max_str_digits().
+            raise BodyDecodeError(
+                "request body is not valid JSON: a number has too many digits"
+            ) from None
+        surrogate = lone_surrogate(text, value)
+        if surrogate is not None:
+            raise BodyDecodeError(f"request body is not valid JSON: {surrogate}")
+        return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(text: str, value: object) -> str | None:
+    """Why ``value`` (parsed from the JSON ``text``) holds a string that is not Unicode, or None.
+
+    JSON's ``\\ud800`` escapes can encode a UTF-16 surrogate with no partner, which Python
+    keeps as a lone surrogate: such a string cannot be encoded as UTF-8, so tokenizers refuse
+    it and echoing it in a response fails. Only a text with a surrogate escape is walked.
+    """
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return None
+    stack = [value]
+    while stack:  # iterative: the value may be nested as deep as json allows
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                code = ord(item[exc.start])
+                return f"\\u{code:04x} is a lone UTF-16 surrogate, not a character"
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+    return None
 
 
 @dataclass

@@ -99,6 +99,11 @@ class Router:
                 raise ValueError(f"route {dup} {pattern} is already registered")
         self._routes.append(_Route(pattern, _compile(pattern), wanted, handler))
 
+    def routes(self) -> list[tuple[frozenset[str], str]]:
+        """Every registered ``(methods, pattern)``, in order: lets tests and tools cover each
+        route (authentication, documentation) without keeping a list of their own."""
+        return [(route.methods, route.pattern) for route in self._routes]
+
     def add_middleware(self, middleware: Middleware) -> None:
         """Wrap every request; the first middleware added is the outermost."""
         self._middleware.append(middleware)

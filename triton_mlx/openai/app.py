@@ -30,6 +30,7 @@ from triton_mlx.observability.inference_stats import (
 from triton_mlx.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai import generation as gen
+from triton_mlx.openai import openapi
 from triton_mlx.openai.embeddings import EmbeddingsHandler
 from triton_mlx.openai.errors import OpenAIError, format_error
 from triton_mlx.openai.responses import (
@@ -93,6 +94,7 @@ class OpenAIFrontend:
         router.add("GET", "/v1/health/live", self.live)
         router.add("GET", "/v1/health/ready", self.ready)
         router.add("GET", "/v1/metrics", self.metrics_text)
+        router.add("GET", "/openapi.json", openapi.serve)
         return router
 
     # ----- generation -----
@@ -341,8 +343,13 @@ class _Choices:
 
 
 def _json_body(request: Request) -> object:
+    # The Content-Type rule: a missing header is taken as JSON (hand-written clients often
+    # omit it); a JSON media type (application/json, text/json, */*+json) is accepted whatever
+    # its parameters (charset=...) and case; anything else (text/plain, the form encoding that
+    # `curl -d` sends by default, application/x-ndjson...) is a 415 that names it.
     content_type = (request.headers.get("content-type") or "application/json").lower()
-    if "json" not in content_type:
+    subtype = content_type.split(";", 1)[0].strip().partition("/")[2]
+    if subtype != "json" and not subtype.endswith("+json"):
         raise OpenAIError(
             415 if request.body else 400,
             f"unsupported Content-Type {content_type!r}: send application/json",
@@ -380,6 +387,9 @@ def _model_card(entry: ModelEntry) -> dict:
         card["max_seq_length"] = encoder.max_seq_length
         card["pooling"] = encoder.pooling.mode
         card["normalized"] = encoder.pooling.normalize
+        card["matryoshka"] = entry.model.matryoshka
+        if encoder.max_rows is not None:
+            card["max_batch_size"] = encoder.max_rows
     elif entry.model is not None:
         model = entry.model
         card["kind"] = "chat"
@@ -389,6 +399,11 @@ def _model_card(entry: ModelEntry) -> dict:
             card["max_tokens"] = model.max_tokens_limit
         card["chat_template"] = model.prompts.has_chat_template
         card["runtime_profile"] = model.runtime_profile and model.runtime_profile.as_dict()
+        engine = model.engine
+        card["embeddings"] = engine.dimensions and {
+            "dimensions": engine.dimensions, "max_seq_length": engine.max_seq_length,
+            "pooling": "mean", "normalized": True, "matryoshka": model.matryoshka,
+        } or None
     return card
 
 

@@ -118,12 +118,12 @@ def _require_unsupported(data: dict[str, Any], *, chat: bool) -> None:
     fmt = data.get("response_format")
     if fmt is not None and fmt != {"type": "text"}:
         raise unsupported("response_format", "structured output (only {\"type\": \"text\"})")
-    if data.get("tools") or data.get("tool_choice") not in (None, "none"):
+    if data.get("tools") not in (None, []) or data.get("tool_choice") not in (None, "none"):
         raise unsupported("tools", "tool calling")
     if data.get("parallel_tool_calls") is not None and not data.get("tools"):
         raise invalid("parallel_tool_calls is only allowed with tools", "parallel_tool_calls")
     if not chat:
-        if data.get("best_of") not in (None, 1):
+        if data.get("best_of") not in (None, 1) or data.get("best_of") is True:
             raise unsupported("best_of", "best-of sampling")
         if data.get("suffix") is not None:
             raise unsupported("suffix", "insertion with a suffix")
@@ -164,7 +164,9 @@ def _number(data: dict[str, Any], name: str, low: float, high: float) -> float |
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+        isinstance(value, float) and not math.isfinite(value)  # an int may exceed a float
+    ):
         raise invalid(f"{name} must be a number", name)
     if not low <= value <= high:
         raise invalid(f"{name} must be between {low:g} and {high:g}, got {value}", name)
@@ -234,7 +236,7 @@ def _logit_bias(value: Any) -> dict[int, float]:
             token = int(key)
         except ValueError:
             raise invalid(f"logit_bias key {key!r} is not a token id", "logit_bias") from None
-        if token < 0:
+        if token < 0 or not (key.isascii() and key.isdigit()):  # not " 5", "+5", "1_0"
             raise invalid(f"logit_bias key {key!r} is not a token id", "logit_bias")
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise invalid("logit_bias values must be numbers", "logit_bias")
@@ -256,9 +258,9 @@ def _messages(value: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise invalid(f"{where} must be an object", where)
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:  # a list or object is unhashable
             raise invalid(f"{where}.role must be one of {sorted(_ROLES)}", f"{where}.role")
-        if message.get("tool_calls") or message.get("function_call"):
+        if message.get("tool_calls") not in (None, []) or message.get("function_call") is not None:
             raise invalid(f"{where}: tool calls are not supported by this server yet", where)
         content = _content(message.get("content"), where, role)
         name = message.get("name")

@@ -14,6 +14,7 @@ import json
 import math
 from typing import Any
 
+from triton_mlx.http.messages import lone_surrogate
 from triton_mlx.openai.validation import MAX_STOP_STRINGS, GenerationParams
 from triton_mlx.triton.errors import invalid_arg
 
@@ -36,6 +37,12 @@ def parse_json_parameters(text: str) -> dict[str, Any]:
         raise invalid_arg(f"sampling_parameters is not valid JSON: {exc}") from None
     except RecursionError:
         raise invalid_arg("sampling_parameters is not valid JSON: nested too deeply") from None
+    except ValueError:  # an integer literal beyond sys.get_int_max_str_digits()
+        raise invalid_arg("sampling_parameters is not valid JSON: a number has too many digits"
+                          ) from None
+    surrogate = lone_surrogate(text, value)
+    if surrogate is not None:
+        raise invalid_arg(f"sampling_parameters is not valid JSON: {surrogate}")
     if not isinstance(value, dict):
         raise invalid_arg("sampling_parameters must be a JSON object")
     return value
@@ -105,8 +112,8 @@ class _Reader:
                 value = float(value)
             except ValueError:
                 raise self._fail(name, "must be a number") from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-            value
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not math.isfinite(value)  # an int may exceed a float
         ):
             raise self._fail(name, "must be a number")
         if not low <= value <= high:
@@ -159,13 +166,16 @@ class _Reader:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # bad JSON, too deep, too many digits
                 value = None
         if not isinstance(value, dict):
             raise self._fail("logit_bias", "must be an object of token ids to numbers")
         bias: dict[int, float] = {}
         for key, weight in value.items():
-            token = int(key) if key.strip().lstrip("-").isdigit() else -1
+            try:
+                token = int(key) if key.strip().lstrip("-").isdigit() else -1
+            except ValueError:  # more digits than int() converts
+                token = -1
             if token < 0:
                 raise invalid_arg(f"{self.source}: logit_bias key {key!r} is not a token id")
             if isinstance(weight, bool) or not isinstance(weight, int | float):
