@@ -8,6 +8,7 @@ outputs of several prompts into one stream of ``(index, output)`` pairs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from triton_mlx.engine.types import (
 from triton_mlx.openai.errors import OpenAIError, invalid
 from triton_mlx.openai.validation import GenerationParams
 from triton_mlx.repository.repository import ModelRepository, ModelState, ServedModel
+
+logger = logging.getLogger("triton_mlx.generation")
 
 RETRY_AFTER_SECONDS = "1"
 
@@ -220,6 +223,10 @@ def submit(
         raise invalid(
             f"n is {params.n}, above this model's {model.engine.slots} batch slots", "n"
         )
+    if logger.isEnabledFor(logging.DEBUG):  # prompts are logged at DEBUG only, never above
+        for tokens in prompts:
+            logger.debug("prompt for model %s: %r", model.name,
+                         model.engine.tokenizer.decode(tokens))
     streams: list[GenerationStream] = []
     try:
         for tokens, limit in zip(prompts, max_tokens, strict=True):
