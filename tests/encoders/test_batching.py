@@ -37,6 +37,8 @@ def test_similar_lengths_share_a_pass_and_outliers_do_not_pad_it():
     assert _passes([10] * 8 + [200]) == [(8, 10), (1, 200)]
     # Short inputs tolerate a few padding tokens (a pass costs more than that).
     assert _passes([1, 2, 3, 4, 5, 6]) == [(6, 6)]
+    # On a GPU padding is free and passes are not: only the budget cuts.
+    assert _passes([10] * 8 + [200], padding_share=1.0) == [(9, 200)]
 
 
 def test_token_budget_and_max_rows_bound_a_pass():

@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from triton_mlx.encoders.batching import TOKEN_BUDGET, EmbedJob, JobQueue, Round
+from triton_mlx.encoders.batching import (
+    CPU_MAX_PADDING_SHARE,
+    TOKEN_BUDGET,
+    EmbedJob,
+    JobQueue,
+    Round,
+    max_padding_share,
+)
 from triton_mlx.encoders.pooling import PoolingConfig, read_pooling_config
 from triton_mlx.engine.model_thread import ModelThread
 from triton_mlx.engine.types import EngineNotRunningError, EngineStats
@@ -49,6 +56,7 @@ class EmbeddingEngine(ModelThread):
         self._inbox: queue.SimpleQueue[EmbedJob | None] = queue.SimpleQueue()
         self._jobs = JobQueue(name, max_queue)
         self._running = 0
+        self._padding_share = CPU_MAX_PADDING_SHARE
         self.forward_passes = 0
         self.prompt_tokens = 0
 
@@ -94,6 +102,7 @@ class EmbeddingEngine(ModelThread):
 
     def _main(self) -> None:
         try:
+            import mlx.core as mx
             from tokenizers import Tokenizer
 
             from triton_mlx.encoders.bert import load_bert
@@ -108,6 +117,7 @@ class EmbeddingEngine(ModelThread):
             tokenizer.no_padding()
             tokenizer.enable_truncation(self.max_seq_length)
             self.tokenizer = tokenizer
+            self._padding_share = max_padding_share(mx.default_device() == mx.gpu)
             self._warm_up()
         except BaseException as exc:  # reported through wait_loaded
             self._load_failed(exc)
@@ -159,7 +169,7 @@ class EmbeddingEngine(ModelThread):
                 jobs.append(job)
             self._running = len(jobs)
             batches = Round(jobs, dimensions=self.dimensions, token_budget=self.token_budget,
-                            max_rows=self.max_rows)
+                            max_rows=self.max_rows, padding_share=self._padding_share)
             try:
                 while not batches.done:
                     batches.step(self._forward)

@@ -30,7 +30,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from triton_mlx.encoders.batching import TOKEN_BUDGET, EmbedJob, JobQueue, Round
+from triton_mlx.encoders.batching import (
+    TOKEN_BUDGET,
+    EmbedJob,
+    JobQueue,
+    Round,
+    max_padding_share,
+)
 from triton_mlx.engine import decoder_embeddings
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.kv_budget import KVBudget
@@ -201,8 +207,10 @@ class Engine(ModelThread):
         return streams
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids for embedding (the tokenizer's own special tokens), cut to the context."""
-        return [self.truncate(self._tokenizer.encode(text)) for text in texts]
+        """Token ids for embedding (the tokenizer's own special tokens), cut to the context;
+        one batched call to the Rust tokenizer (2x faster than one call per text)."""
+        hf_tokenizer = getattr(self._tokenizer, "_tokenizer", self._tokenizer)
+        return [self.truncate(ids) for ids in hf_tokenizer(texts)["input_ids"]]
 
     def truncate(self, ids: list[int]) -> list[int]:
         return ids[: self.max_seq_length]
@@ -396,8 +404,11 @@ class Engine(ModelThread):
 
         if self._embed_round is None:
             jobs, self._embed_waiting = self._embed_waiting, []
-            self._embed_round = Round(jobs, dimensions=self.dimensions,
-                                      token_budget=self._prefill_step_size or TOKEN_BUDGET)
+            self._embed_round = Round(
+                jobs, dimensions=self.dimensions,
+                token_budget=self._prefill_step_size or TOKEN_BUDGET,
+                padding_share=max_padding_share(mx.default_device() == mx.gpu),
+            )
         batches = self._embed_round
         embedded = batches.tokens
         try:
