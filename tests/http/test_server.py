@@ -174,6 +174,19 @@ def test_path_is_percent_decoded_query_parsed_trailing_slash_distinct(server, co
         assert c.read_response().status == 404, path
 
 
+def test_absolute_form_targets_are_served_like_origin_form(server, connect):
+    """RFC 9112 3.2.2: a server must accept http://host/path; the authority is ignored."""
+    c = connect(server.port)
+    c.request("GET", "http://example.com:1/params/hello%20there?x=1")
+    body = c.read_response().json()
+    assert body["params"] == {"name": "hello there"} and body["query"] == {"x": ["1"]}
+    assert body["raw_path"] == "/params/hello%20there"
+    for target, status in (("HTTP://example.com/hello", 200), ("http://example.com", 404),
+                           ("https://example.com?x=1", 404), ("http://x/params/../hello", 404)):
+        c.request("GET", target)
+        assert c.read_response().status == status, target
+
+
 # -- limits and malformed input ----------------------------------------------------------------
 
 

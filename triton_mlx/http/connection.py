@@ -248,7 +248,7 @@ class Connection:
             conn.receive_data(data)
 
     def _parse_head(self, event: h11.Request, ex: Exchange) -> Request:
-        target = bytes(event.target)
+        target = _origin_form(bytes(event.target))
         raw, _, query = target.partition(b"?")
         headers = Headers(event.headers)
         client_id = headers.get("x-request-id")
@@ -576,3 +576,14 @@ def format_address(addr: object) -> str:
         host = str(addr[0])
         return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
     return str(addr)
+
+
+def _origin_form(target: bytes) -> bytes:
+    """``/path?query`` from an absolute-form target (``http://host/path?query``), which
+    HTTP/1.1 servers must accept (RFC 9112 3.2.2); the authority is dropped, not trusted."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target
+    start = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    path = rest[start:]
+    return path if path.startswith(b"/") else b"/" + path
