@@ -141,3 +141,20 @@ def test_a_request_still_running_when_the_exit_timeout_ends_is_cut(repository, s
     assert b"[DONE]" not in cut.value.partial
     assert server.process.wait(60) == 0
     assert server.log.rstrip().endswith("stopped"), server.log[-2000:]
+
+
+def test_a_second_signal_cuts_the_requests_in_flight_at_once(repository, start):
+    server = start(repository, "--exit-timeout-secs", "120")
+    response = open_stream(server.ports["OpenAI API"], 8000)  # many seconds of tokens
+    server.process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while "shutting down" not in server.log:
+        assert time.monotonic() < deadline, server.log[-2000:]
+        time.sleep(0.05)
+    server.process.send_signal(signal.SIGINT)  # Ctrl-C twice: do not wait 120 s
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        response.read()
+    assert b"[DONE]" not in cut.value.partial
+    assert server.process.wait(30) == 0
+    assert "second signal: cutting the requests still in flight" in server.log
+    assert server.log.rstrip().endswith("stopped"), server.log[-2000:]

@@ -97,6 +97,11 @@ class Server:
         )
         await self.repository.close()
 
+    def cut(self) -> None:
+        """Cut the requests still in flight on every port (see ``HTTPServer.cut``)."""
+        for http_server in (self.openai, self.http, self.metrics_http):
+            http_server.cut()
+
 
 async def serve(config: ServerConfig) -> int:
     server = Server(config)
@@ -112,8 +117,19 @@ async def serve(config: ServerConfig) -> int:
         return 1
     await stop.wait()
     grace = config.exit_timeout_secs
-    logger.info("shutting down: finishing in-flight requests (up to %g s)", grace)
-    await server.stop(grace)
+    logger.info("shutting down: finishing in-flight requests (up to %g s); send the signal "
+                "again to cut them now", grace)
+    again = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, again.set)
+    stopping = asyncio.ensure_future(server.stop(grace))
+    waiting = asyncio.ensure_future(again.wait())
+    await asyncio.wait({stopping, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        logger.warning("second signal: cutting the requests still in flight")
+        server.cut()
+    waiting.cancel()
+    await stopping
     logger.info("stopped")
     return 0
 

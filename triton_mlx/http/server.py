@@ -131,6 +131,12 @@ class HTTPServer:
             await self._server.wait_closed()
         logger.info("%s server closed", self.name)
 
+    def cut(self) -> None:
+        """Cancel every request in flight now (a ``close`` waiting out its grace period then
+        finishes at once): for an operator who asked twice to stop."""
+        for task in list(self._connections):
+            task.cancel()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # asyncio runs this as a task; its done-callback treats a cancelled task as an error,
         # so cancellation (from close()) is absorbed here once the socket is closed.
