@@ -145,23 +145,38 @@ class Request:
                 f"request body is not valid UTF-8 (invalid byte at offset {exc.start})"
             ) from None
         try:
-            value = json.loads(text)
+            return loads_client_json(text)
         except json.JSONDecodeError as exc:
             raise BodyDecodeError(
                 f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             ) from None
-        except RecursionError:
-            # json's C scanner recurses per nesting level; "[[[[..." must not become a 500.
-            raise BodyDecodeError("request body is not valid JSON: nested too deeply") from None
-        except ValueError:
-            # Not a JSONDecodeError: an integer literal beyond sys.get_int_max_str_digits().
-            raise BodyDecodeError(
-                "request body is not valid JSON: a number has too many digits"
-            ) from None
-        surrogate = lone_surrogate(text, value)
-        if surrogate is not None:
-            raise BodyDecodeError(f"request body is not valid JSON: {surrogate}")
-        return value
+        except ClientJSONError as exc:
+            raise BodyDecodeError(f"request body is not valid JSON: {exc}") from None
+
+
+class ClientJSONError(ValueError):
+    """JSON that ``json`` parses or chokes on in ways no client should cause a 500 with."""
+
+
+def loads_client_json(text: str) -> object:
+    """``json.loads`` for what clients send, shared by every front-end.
+
+    ``json.JSONDecodeError`` passes through (callers word it their way); absurd nesting (the
+    C scanner recurses per level), an integer beyond ``sys.get_int_max_str_digits()`` and a
+    string with a lone surrogate escape raise :class:`ClientJSONError` saying which.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ClientJSONError("nested too deeply") from None
+    except ValueError:
+        raise ClientJSONError("a number has too many digits") from None
+    surrogate = lone_surrogate(text, value)
+    if surrogate is not None:
+        raise ClientJSONError(surrogate)
+    return value
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

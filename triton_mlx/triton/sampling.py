@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-from triton_mlx.http.messages import lone_surrogate
+from triton_mlx.http.messages import ClientJSONError, loads_client_json
 from triton_mlx.openai.validation import MAX_STOP_STRINGS, GenerationParams
 from triton_mlx.triton.errors import invalid_arg
 
@@ -32,17 +32,9 @@ _NO_OP = {
 def parse_json_parameters(text: str) -> dict[str, Any]:
     """The ``sampling_parameters`` input: a JSON object."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = loads_client_json(text)
+    except (json.JSONDecodeError, ClientJSONError) as exc:
         raise invalid_arg(f"sampling_parameters is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise invalid_arg("sampling_parameters is not valid JSON: nested too deeply") from None
-    except ValueError:  # an integer literal beyond sys.get_int_max_str_digits()
-        raise invalid_arg("sampling_parameters is not valid JSON: a number has too many digits"
-                          ) from None
-    surrogate = lone_surrogate(text, value)
-    if surrogate is not None:
-        raise invalid_arg(f"sampling_parameters is not valid JSON: {surrogate}")
     if not isinstance(value, dict):
         raise invalid_arg("sampling_parameters must be a JSON object")
     return value

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from triton_mlx.http.messages import lone_surrogate
+from triton_mlx.http.messages import ClientJSONError, loads_client_json
 from triton_mlx.triton.errors import TritonError, invalid_arg
 
 # datatype -> (struct format of one element, its size); BYTES is length-prefixed.
@@ -95,8 +95,7 @@ def header_length(value: str | None, content_length: int) -> int | None:
 def parse_json(data: bytes) -> Any:
     """Parse a JSON document, with Triton's message when it is not valid JSON."""
     try:
-        text = data.decode("utf-8")
-        value = json.loads(text)
+        return loads_client_json(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise invalid_arg(
             f"failed to parse the request JSON buffer: invalid UTF-8 at {exc.start}"
@@ -106,15 +105,8 @@ def parse_json(data: bytes) -> Any:
         raise invalid_arg(
             f"failed to parse the request JSON buffer: {detail} at {exc.pos}"
         ) from None
-    except RecursionError:
-        raise invalid_arg("failed to parse the request JSON buffer: nested too deeply") from None
-    except ValueError:  # an integer literal beyond sys.get_int_max_str_digits()
-        raise invalid_arg("failed to parse the request JSON buffer: a number has too many digits"
-                          ) from None
-    surrogate = lone_surrogate(text, value)
-    if surrogate is not None:
-        raise invalid_arg(f"failed to parse the request JSON buffer: {surrogate}")
-    return value
+    except ClientJSONError as exc:
+        raise invalid_arg(f"failed to parse the request JSON buffer: {exc}") from None
 
 
 def decode_request(body: bytes, json_length: int | None, model: str) -> InferRequest:
