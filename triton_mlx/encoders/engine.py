@@ -100,41 +100,36 @@ class EmbeddingEngine(ModelThread):
 
     # ----- engine thread -----
 
-    def _main(self) -> None:
-        try:
-            import mlx.core as mx
-            from tokenizers import Tokenizer
+    def _load_model(self) -> None:
+        """Load and warm the model (on this thread)."""
+        import mlx.core as mx
+        from tokenizers import Tokenizer
 
-            from triton_mlx.encoders.bert import load_bert
+        from triton_mlx.encoders.bert import load_bert
 
-            self._model, config = load_bert(self.path)
-            self.pooling = read_pooling_config(self.path)
-            self.dimensions = self._model.hidden_size
-            self.vocab_size = int(config["vocab_size"])
-            self.max_seq_length = min(self.pooling.max_seq_length or 512,
-                                      int(config["max_position_embeddings"]))
-            tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
-            tokenizer.no_padding()
-            tokenizer.enable_truncation(self.max_seq_length)
-            self.tokenizer = tokenizer
-            self._padding_share = max_padding_share(mx.default_device() == mx.gpu)
-            self._warm_up()
-        except BaseException as exc:  # reported through wait_loaded
-            self._load_failed(exc)
-            return
-        self._load_succeeded()
-        try:
-            self._serve()
-        finally:
-            self._accepting = False
-            while True:
-                try:
-                    job = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    job.fail(EngineNotRunningError(f"model {self.name!r} was unloaded"))
-            self._model = None
+        self._model, config = load_bert(self.path)
+        self.pooling = read_pooling_config(self.path)
+        self.dimensions = self._model.hidden_size
+        self.vocab_size = int(config["vocab_size"])
+        self.max_seq_length = min(self.pooling.max_seq_length or 512,
+                                  int(config["max_position_embeddings"]))
+        tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self.max_seq_length)
+        self.tokenizer = tokenizer
+        self._padding_share = max_padding_share(mx.default_device() == mx.gpu)
+        self._warm_up()
+
+    def _shutdown(self) -> None:
+        """Fail the jobs still waiting; release the model."""
+        while True:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.fail(EngineNotRunningError(f"model {self.name!r} was unloaded"))
+        self._model = None
 
     def _warm_up(self) -> None:
         """One pass of a short and a full-length input before the model is READY, so the first

@@ -248,48 +248,43 @@ class Engine(ModelThread):
 
     # ----- engine thread: setup -----
 
-    def _main(self) -> None:
-        try:
-            import mlx.core as mx
+    def _load_model(self) -> None:
+        """Load and warm the model (on this thread)."""
+        import mlx.core as mx
 
-            self._model, self._tokenizer = self._load()
-            self._stream = mx.default_stream(mx.default_device())
-            on_gpu = mx.default_device() == mx.gpu
-            if self._prefill_step_size is None:
-                self._prefill_step_size = GPU_PREFILL_CHUNK if on_gpu else CPU_PREFILL_CHUNK
-            self._vocab_size = _vocab_size(self._model)
-            self._decoder = _fast_decoder(self._tokenizer)
-            self._generator = self._new_generator()
-            if self._warmup:
-                self._warm_up(on_gpu=on_gpu)
-            self._probe_embeddings()
-            self.budget = self._measure_budget()
-        except BaseException as exc:  # reported through wait_loaded
-            self._load_failed(exc)
-            return
-        self._load_succeeded()
-        try:
-            self._serve()
-        finally:
-            self._accepting = False
-            unloaded = EngineNotRunningError(f"model {self.name!r} was unloaded")
-            self._fail_all(unloaded)
-            if self._embed_round is not None:
-                self._embed_round.fail(unloaded)
-            for job in self._embed_waiting:
-                job.fail(unloaded)
-            while True:  # jobs that came after the stop command
-                try:
-                    kind, payload = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if kind == "embed":
-                    payload.fail(unloaded)
-                elif kind == "submit":
-                    for stream in payload:
-                        self._finish_failed(stream, unloaded)
-            self._generator = None
-            self._model = None
+        self._model, self._tokenizer = self._load()
+        self._stream = mx.default_stream(mx.default_device())
+        on_gpu = mx.default_device() == mx.gpu
+        if self._prefill_step_size is None:
+            self._prefill_step_size = GPU_PREFILL_CHUNK if on_gpu else CPU_PREFILL_CHUNK
+        self._vocab_size = _vocab_size(self._model)
+        self._decoder = _fast_decoder(self._tokenizer)
+        self._generator = self._new_generator()
+        if self._warmup:
+            self._warm_up(on_gpu=on_gpu)
+        self._probe_embeddings()
+        self.budget = self._measure_budget()
+
+    def _shutdown(self) -> None:
+        """Fail what runs or waits (jobs that came after the stop too); release the model."""
+        unloaded = EngineNotRunningError(f"model {self.name!r} was unloaded")
+        self._fail_all(unloaded)
+        if self._embed_round is not None:
+            self._embed_round.fail(unloaded)
+        for job in self._embed_waiting:
+            job.fail(unloaded)
+        while True:  # jobs that came after the stop command
+            try:
+                kind, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "embed":
+                payload.fail(unloaded)
+            elif kind == "submit":
+                for stream in payload:
+                    self._finish_failed(stream, unloaded)
+        self._generator = None
+        self._model = None
 
     def _new_generator(self) -> Any:
         from mlx_lm.generate import BatchGenerator

@@ -52,10 +52,32 @@ class ModelThread(ABC):
         self._load_error = error
         self._loaded.set()
 
-    @abstractmethod
     def _main(self) -> None:
-        """The thread: load the model, report through ``_load_succeeded``/``_load_failed``,
-        then serve until stopped."""
+        """The thread: load, report the outcome through ``wait_loaded``, serve until stopped,
+        then shut down (refusing new work first)."""
+        try:
+            self._load_model()
+        except BaseException as exc:  # reported through wait_loaded
+            self._load_failed(exc)
+            return
+        self._load_succeeded()
+        try:
+            self._serve()
+        finally:
+            self._accepting = False
+            self._shutdown()
+
+    @abstractmethod
+    def _load_model(self) -> None:
+        """Load and warm the model; an exception is the load's failure."""
+
+    @abstractmethod
+    def _serve(self) -> None:
+        """Take work until a stop command arrives."""
+
+    @abstractmethod
+    def _shutdown(self) -> None:
+        """Fail the work still queued or running and release the model."""
 
     @abstractmethod
     def _request_stop(self) -> None:
