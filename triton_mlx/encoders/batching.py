@@ -137,13 +137,15 @@ class Round:
     def __init__(
         self, jobs: list[EmbedJob], *, dimensions: int, token_budget: int = TOKEN_BUDGET,
         max_rows: int | None = None, padding_share: float = CPU_MAX_PADDING_SHARE,
+        on_pass: Callable[[int], None] = lambda tokens: None,
     ) -> None:
         self.jobs = jobs
+        self.on_pass = on_pass
+        """Called with the tokens embedded by each pass, before its jobs settle, so an engine's
+        counters already include a pass when its caller sees the vectors."""
         self.token_budget = token_budget
         self.max_rows = max_rows
         self.padding_share = padding_share
-        self.passes = 0
-        self.tokens = 0
         self._items = sorted(
             ((len(ids), j, i) for j, job in enumerate(jobs) for i, ids in enumerate(job.inputs)),
             key=lambda item: item[0],
@@ -181,8 +183,7 @@ class Round:
             mask[row, :length] = 1
         vectors = forward(mx.array(ids), mx.array(mask))
         result = np.array(vectors.astype(mx.float32), copy=False)
-        self.passes += 1
-        self.tokens += int(mask.sum())
+        self.on_pass(int(mask.sum()))
         self._start = end
         for row, (_, j, i) in enumerate(batch):
             job = self.jobs[j]

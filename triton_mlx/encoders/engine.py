@@ -131,6 +131,10 @@ class EmbeddingEngine(ModelThread):
                 job.fail(EngineNotRunningError(f"model {self.name!r} was unloaded"))
         self._model = None
 
+    def _count_pass(self, tokens: int) -> None:
+        self.forward_passes += 1
+        self.prompt_tokens += tokens
+
     def _warm_up(self) -> None:
         """One pass of a short and a full-length input before the model is READY, so the first
         request pays no first allocations (nor kernel compilation on a GPU)."""
@@ -164,7 +168,8 @@ class EmbeddingEngine(ModelThread):
                 jobs.append(job)
             self._running = len(jobs)
             batches = Round(jobs, dimensions=self.dimensions, token_budget=self.token_budget,
-                            max_rows=self.max_rows, padding_share=self._padding_share)
+                            max_rows=self.max_rows, padding_share=self._padding_share,
+                            on_pass=self._count_pass)
             try:
                 while not batches.done:
                     batches.step(self._forward)
@@ -173,7 +178,5 @@ class EmbeddingEngine(ModelThread):
                 batches.fail(RuntimeError(f"embedding failed: {exc}"))
             finally:
                 self._running = 0
-                self.forward_passes += batches.passes
-                self.prompt_tokens += batches.tokens
             if stop:
                 return

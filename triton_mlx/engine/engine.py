@@ -403,13 +403,12 @@ class Engine(ModelThread):
                 jobs, dimensions=self.dimensions,
                 token_budget=self._prefill_step_size or TOKEN_BUDGET,
                 padding_share=max_padding_share(mx.default_device() == mx.gpu),
+                on_pass=self._count_embedded,
             )
         batches = self._embed_round
-        embedded = batches.tokens
         try:
             with mx.stream(self._stream):
                 batches.step(self._embedding_forward)
-            self.prompt_tokens += batches.tokens - embedded
         except Exception as exc:
             logger.exception("embedding failed for model %s", self.name)
             batches.fail(EngineError(f"embedding failed inside the engine: {exc}"))
@@ -417,6 +416,9 @@ class Engine(ModelThread):
             return
         if batches.done:
             self._embed_round = None
+
+    def _count_embedded(self, tokens: int) -> None:
+        self.prompt_tokens += tokens
 
     def _admit(self) -> None:
         """Start waiting requests, oldest first, while slots and KV memory allow."""
