@@ -44,7 +44,7 @@ with atheris.instrument_imports(include=["triton_mlx", "h11"]):
     import h11
 
     from triton_mlx.config import ServerConfig
-    from triton_mlx.engine.prompts import PromptBuilder
+    from triton_mlx.serving.prompts import PromptBuilder
     from triton_mlx.engine.types import GenerationOutput, TokenLogprob
     from triton_mlx.http import HTTPLimits, HTTPServer
     from triton_mlx.http.connection import Connection

@@ -33,7 +33,9 @@ class GenerationRequest:
     """One prompt to generate from: already tokenized, already validated.
 
     ``logprobs``: None for none; k >= 0 for the chosen token's log probability plus the k
-    most likely alternatives at each step.
+    most likely alternatives at each step. ``ignore_eos``: an end-of-sequence token does not
+    end the sequence (vLLM's extension, for fixed output lengths). ``min_tokens``: no
+    end-of-sequence token and no stop string ends it before this many tokens (vLLM's rule).
     """
 
     prompt_tokens: list[int]
@@ -42,6 +44,8 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     request_id: str | None = None
     logprobs: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
 
 
 @dataclass(frozen=True)

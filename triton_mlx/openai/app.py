@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from triton_mlx.auth import bearer_auth
 from triton_mlx.config import ServerConfig
-from triton_mlx.engine.prompts import PromptError
+from triton_mlx.serving.prompts import PromptError
 from triton_mlx.engine.types import EngineError, GenerationOutput, TokenLogprob
 from triton_mlx.http import (
     BodyDecodeError,

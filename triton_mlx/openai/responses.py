@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from triton_mlx.engine.prompts import token_text
+from triton_mlx.serving.prompts import token_text
 from triton_mlx.engine.types import TokenLogprob
 
 
