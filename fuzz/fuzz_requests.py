@@ -44,7 +44,6 @@ with atheris.instrument_imports(include=["triton_mlx", "h11"]):
     import h11
 
     from triton_mlx.config import ServerConfig
-    from triton_mlx.serving.prompts import PromptBuilder
     from triton_mlx.engine.types import GenerationOutput, TokenLogprob
     from triton_mlx.http import HTTPLimits, HTTPServer
     from triton_mlx.http.connection import Connection
@@ -57,6 +56,7 @@ with atheris.instrument_imports(include=["triton_mlx", "h11"]):
         ModelState,
         ServedModel,
     )
+    from triton_mlx.serving.prompts import PromptBuilder
     from triton_mlx.triton.app import TritonFrontend
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 from triton_mlx.auth import bearer_auth
 from triton_mlx.config import ServerConfig
-from triton_mlx.serving.prompts import PromptError
 from triton_mlx.engine.types import EngineError, GenerationOutput, TokenLogprob
 from triton_mlx.http import (
     BodyDecodeError,
@@ -54,6 +53,7 @@ from triton_mlx.repository.repository import (
     ModelRepository,
     ModelState,
 )
+from triton_mlx.serving.prompts import PromptError
 
 logger = logging.getLogger("triton_mlx.openai")
 

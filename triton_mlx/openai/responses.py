@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from triton_mlx.serving.prompts import token_text
 from triton_mlx.engine.types import TokenLogprob
+from triton_mlx.serving.prompts import token_text
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:

@@ -23,10 +23,10 @@ from triton_mlx.encoders import is_bert_config
 from triton_mlx.encoders.batching import Embedder
 from triton_mlx.encoders.engine import EmbeddingEngine
 from triton_mlx.engine.engine import Engine
-from triton_mlx.serving.prompts import PromptBuilder
 from triton_mlx.engine.runtime_profile import RuntimeProfile, on_gpu
 from triton_mlx.repository.loading import load_model_folder
 from triton_mlx.repository.settings import ModelFolderError, ModelSettings, read_settings
+from triton_mlx.serving.prompts import PromptBuilder
 
 logger = logging.getLogger("triton_mlx.repository")
 
