@@ -50,12 +50,8 @@ with atheris.instrument_imports(include=["triton_mlx", "h11"]):
     from triton_mlx.observability.logs import ACCESS_LOGGER_NAME, ROOT_LOGGER_NAME
     from triton_mlx.observability.server_metrics import ServerMetrics
     from triton_mlx.openai.app import OpenAIFrontend
-    from triton_mlx.repository.repository import (
-        ModelEntry,
-        ModelRepository,
-        ModelState,
-        ServedModel,
-    )
+    from triton_mlx.repository.repository import ModelEntry, ModelRepository, ModelState
+    from triton_mlx.repository.served import ChatModel, EmbeddingModel
     from triton_mlx.serving.prompts import PromptBuilder
     from triton_mlx.triton.app import TritonFrontend
 
@@ -153,16 +149,13 @@ class FakeEncoder(FakeWorker):
 
 def make_repository(config: ServerConfig) -> ModelRepository:
     repository = ModelRepository(config)
-    chat = ServedModel(
+    chat = ChatModel(
         name="chat", display_name="chat", engine=FakeWorker(), context_length=64,
         prompts=PromptBuilder(FakeTokenizer(), CHAT_TEMPLATE), vocab_size=258,
         max_tokens_limit=32, default_temperature=None, created=0,
     )
-    embed = ServedModel(
-        name="embed", display_name="embed", engine=None, prompts=None, context_length=16,
-        vocab_size=258, max_tokens_limit=None, default_temperature=None, created=0,
-        kind="embedding", encoder=FakeEncoder(), matryoshka=True,
-    )
+    embed = EmbeddingModel(name="embed", display_name="embed", encoder=FakeEncoder(),
+                           matryoshka=True, created=0)
     root = Path(config.model_repository)
     entries = [
         ModelEntry(name="chat", path=root / "chat", state=ModelState.READY, model=chat),

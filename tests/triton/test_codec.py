@@ -67,17 +67,22 @@ def test_bytes_round_trip_and_binary_response_layout():
 
 def test_sampling_parameters_follow_vllm_and_openai_rules():
     params = sampling.generation_params(
-        "m", {"temperature": "0.5", "max_tokens": 10.0, "top_k": -1, "stop": "x",
+        {"temperature": "0.5", "max_tokens": 10.0, "top_k": -1, "stop": "x",
               "seed": None, "n": 1, "ignore_eos": "false", "logit_bias": '{"3": -100}'},
         "sampling_parameters")
     assert (params.temperature, params.max_tokens, params.top_k, params.stop) == (
         0.5, 10, 0, ["x"])
     assert params.seed is None and params.logit_bias == {3: -100.0}
-    for raw, words in (({"ignore_eos": True}, "ignore_eos"), ({"max_tokens": 1.5}, "integer"),
+    assert params.ignore_eos is False and params.min_tokens == 0
+    params = sampling.generation_params({"ignore_eos": "true", "min_tokens": "3"}, "parameters")
+    assert params.ignore_eos is True and params.min_tokens == 3
+    for raw, words in (({"n": 2}, "n=2"), ({"max_tokens": 1.5}, "integer"),
+                       ({"min_tokens": 5, "max_tokens": 4}, "min_tokens"),
+                       ({"min_tokens": -1}, "min_tokens"), ({"ignore_eos": "maybe"}, "boolean"),
                        ({"stop": [""]}, "empty"), ({"lora_name": "a"}, "'lora_name'"),
                        ({"repetition_penalty": 0}, "> 0")):
         with pytest.raises(TritonError) as info:
-            sampling.generation_params("m", raw, "parameters")
+            sampling.generation_params(raw, "parameters")
         assert info.value.status == 400 and words in info.value.message
         assert info.value.message.startswith("parameters")
 

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from triton_mlx.encoders.batching import tokenize_texts
-from triton_mlx.engine.types import EngineNotRunningError, QueueFullError
 from triton_mlx.http import Request, Response, json_response
 from triton_mlx.observability.inference_stats import BACKEND, SUCCESS, InferenceTiming
 from triton_mlx.observability.server_metrics import ServerMetrics
-from triton_mlx.openai import generation as gen
-from triton_mlx.openai.errors import OpenAIError, invalid
+from triton_mlx.openai.body import json_object
 from triton_mlx.repository.repository import ModelRepository
+from triton_mlx.serving import embeddings
+from triton_mlx.serving.errors import RequestError, invalid
+from triton_mlx.serving.models import find_model, require_embedder
 
 MAX_INPUTS = 2048
 """The most inputs one request may embed (OpenAI's limit)."""
@@ -36,12 +37,8 @@ class EmbeddingsHandler:
         self.metrics = metrics
 
     async def handle(self, request: Request) -> Response:
-        from triton_mlx.openai.app import _json_body
-
         received = time.perf_counter()
-        data = _json_body(request)
-        if not isinstance(data, dict):
-            raise invalid("the request body must be a JSON object")
+        data = json_object(request)
         for key in data:
             if key not in _PARAMS:
                 raise invalid(f"unrecognized request argument supplied: {key}", key)
@@ -55,36 +52,23 @@ class EmbeddingsHandler:
         user = data.get("user")
         if user is not None and not isinstance(user, str):
             raise invalid("user must be a string", "user")
-        model = gen.resolve_model(self.repository, name, kind=None)
-        encoder = model.embedder
-        if encoder is None:
-            raise OpenAIError(400, f"the model {name!r} cannot compute embeddings: its "
-                              f"architecture does not expose its hidden states", param="model",
-                              code="embeddings_not_supported")
+        model = find_model(self.repository, name)
+        encoder = require_embedder(model)
         dimensions = _dimensions(data.get("dimensions"), encoder.dimensions, model.matryoshka)
         if texts is not None:
             tokens = await tokenize_texts(encoder, texts)
         else:
             assert id_lists is not None
-            for ids in id_lists:
-                bad = next((t for t in ids if t >= encoder.vocab_size), None)
-                if bad is not None:
-                    raise invalid(f"token id {bad} is out of range for a vocabulary of "
-                                  f"{encoder.vocab_size}", "input")
-            tokens = [encoder.truncate(ids) for ids in id_lists]
+            tokens = embeddings.checked_token_ids(encoder, id_lists, "input")
         prompt_tokens = sum(map(len, tokens))
         request.log_fields.update(model=name, prompt_tokens=prompt_tokens)
         submitted = time.perf_counter()
         try:
-            vectors = await encoder.embed(tokens)
-        except QueueFullError as exc:
-            raise OpenAIError(429, str(exc), code="queue_full",
-                              headers=[("Retry-After", gen.RETRY_AFTER_SECONDS)]) from None
-        except EngineNotRunningError as exc:
-            raise OpenAIError(503, str(exc), code="model_not_ready") from None
-        except Exception as exc:
-            self._record(name, received, submitted, None, BACKEND, len(tokens))
-            raise OpenAIError(500, str(exc), code="engine_error") from None
+            vectors = await embeddings.embed(encoder, tokens)
+        except RequestError as exc:
+            if exc.code == "engine_error":
+                self._record(name, received, submitted, None, BACKEND, len(tokens))
+            raise
         computed = time.perf_counter()
         if dimensions is not None and dimensions < vectors.shape[1]:
             vectors = vectors[:, :dimensions]

@@ -1,10 +1,12 @@
-"""OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+"""OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, for the serving
+layer's :class:`RequestError`: the one place the OpenAI port shapes an error."""
 
 from __future__ import annotations
 
 import json
 
 from triton_mlx.http import Response, json_response
+from triton_mlx.serving.errors import RequestError
 
 _TYPES = {
     400: "invalid_request_error",
@@ -21,47 +23,26 @@ _TYPES = {
 }
 
 
-class OpenAIError(Exception):
-    """An error a client caused or must hear about, with its HTTP status."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.headers = headers or []
-
-    def body(self) -> dict:
-        return {
-            "error": {
-                "message": self.message,
-                "type": _TYPES.get(self.status, "invalid_request_error"),
-                "param": self.param,
-                "code": self.code,
-            }
+def error_body(error: RequestError) -> dict:
+    return {
+        "error": {
+            "message": error.message,
+            "type": _TYPES.get(error.status, "invalid_request_error"),
+            "param": error.param,
+            "code": error.code,
         }
-
-    def response(self) -> Response:
-        return json_response(self.body(), status=self.status, headers=self.headers)
-
-    def sse_data(self) -> str:
-        return json.dumps(self.body(), separators=(",", ":"))
+    }
 
 
-def invalid(message: str, param: str | None = None) -> OpenAIError:
-    """A 400 naming the parameter at fault."""
-    return OpenAIError(400, message, param=param, code="invalid_value" if param else None)
+def error_response(error: RequestError) -> Response:
+    return json_response(error_body(error), status=error.status, headers=error.headers)
+
+
+def error_event_data(error: RequestError) -> str:
+    """The ``data`` of an in-band error event (a failure after a stream started)."""
+    return json.dumps(error_body(error), separators=(",", ":"))
 
 
 def format_error(status: int, message: str) -> Response:
     """The Router's formatter for errors the transport itself produces (404, 405, 413, ...)."""
-    return OpenAIError(status, message).response()
+    return error_response(RequestError(status, message))

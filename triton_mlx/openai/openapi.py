@@ -17,6 +17,16 @@ from importlib import metadata
 from typing import Any
 
 from triton_mlx.http import Request, Response, json_response
+from triton_mlx.openai.embeddings import MAX_INPUTS
+from triton_mlx.openai.validation import MAX_PROMPTS
+from triton_mlx.serving.parameters import (
+    CHAT,
+    COMPLETIONS,
+    MAX_LOGPROBS,
+    MAX_STOP_STRINGS,
+    PARAMETERS,
+    Parameter,
+)
 
 
 def _version() -> str:
@@ -124,51 +134,50 @@ _MODEL_ID = {
 }
 _FOLDER_NAME = {**_MODEL_ID, "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
 
-_STOP = {
-    "description": "Up to 16 strings that end the generation, matched on the text (also when "
-                   "split across tokens) and never included in it.",
-    "anyOf": [
-        {"type": "null"},
-        {"type": "string", "minLength": 1},
-        {"type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1}},
-    ],
-}
-_LOGIT_BIAS = {
-    "description": "Token id (decimal string) to a bias added to its logit. Ids must be "
-                   "below the model's vocabulary size.",
-    "type": ["object", "null"],
-    "propertyNames": {"pattern": "^[0-9]+$"},
-    "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
-}
 _STREAM_OPTIONS = {
     "description": "Only with ``stream: true``.",
     "type": ["object", "null"],
     "properties": {"include_usage": {"type": "boolean"}},
     "additionalProperties": False,
 }
-_COMMON = {
+_PLAIN = {
     "model": {"type": "string", "minLength": 1, "description": "A READY model's id."},
-    "temperature": _nullable("number", minimum=0, maximum=2, description=(
-        "Defaults to the model's ``default_temperature``, else 1. 0 is greedy.")),
-    "top_p": _nullable("number", minimum=0, maximum=1),
-    "top_k": _nullable("integer", minimum=-1, description="0 or -1: no top-k filtering."),
-    "min_p": _nullable("number", minimum=0, maximum=1),
-    "max_tokens": _nullable("integer", minimum=1, description=(
-        "Tokens to generate; defaults to ``--default-max-tokens`` trimmed to the model. Beyond "
-        "the model's ``max_tokens`` or its context: 400.")),
-    "stop": _STOP,
     "stream": _nullable("boolean", description="Answer with server-sent events."),
     "stream_options": _STREAM_OPTIONS,
-    "frequency_penalty": _nullable("number", minimum=-2, maximum=2),
-    "presence_penalty": _nullable("number", minimum=-2, maximum=2),
-    "repetition_penalty": _nullable("number", exclusiveMinimum=0, maximum=10),
-    "seed": _nullable("integer", minimum=-(2**63), maximum=2**64 - 1, description=(
-        "Reproducible sampling, also while batched; choice i of ``n`` samples with seed + i.")),
-    "logit_bias": _LOGIT_BIAS,
     "user": _nullable("string"),
-    "n": _nullable("integer", minimum=1, maximum=64, description=(
-        "Choices per prompt, at most the model's batch slots (``max_batch_size``).")),
 }
+
+
+def _parameter_schema(parameter: Parameter, protocol: str) -> dict[str, Any]:
+    """One row of the serving layer's parameter table as a JSON Schema (null: the default)."""
+    described = {"description": parameter.description} if parameter.description else {}
+    if protocol in parameter.default_only_in:
+        return {"enum": [None, parameter.default], **described}
+    if parameter.kind == "stop":
+        return {**described, "anyOf": [
+            {"type": "null"},
+            {"type": "string", "minLength": 1},
+            {"type": "array", "maxItems": MAX_STOP_STRINGS,
+             "items": {"type": "string", "minLength": 1}},
+        ]}
+    if parameter.kind == "logit_bias":
+        return {**described, "type": ["object", "null"],
+                "propertyNames": {"pattern": "^[0-9]+$"},
+                "additionalProperties": {"type": "number", "minimum": parameter.minimum,
+                                         "maximum": parameter.maximum}}
+    bounds: dict[str, Any] = {}
+    if parameter.minimum is not None:
+        key = "exclusiveMinimum" if parameter.exclusive_minimum else "minimum"
+        bounds[key] = parameter.minimum
+    if parameter.maximum is not None:
+        bounds["maximum"] = parameter.maximum
+    return _nullable(parameter.kind, **bounds, **described)
+
+
+def _generation_parameters(protocol: str) -> dict[str, Any]:
+    return {p.name: _parameter_schema(p, protocol) for p in PARAMETERS if p.accepted_in(protocol)}
+
+
 _STREAM_OPTIONS_NEED_STREAM = {
     "if": {"required": ["stream_options"],
            "properties": {"stream_options": {"type": "object"}}},
@@ -201,12 +210,13 @@ _CHAT_REQUEST = {
     "required": ["model", "messages"],
     "additionalProperties": False,
     "properties": {
-        **_COMMON,
+        **_PLAIN,
+        **_generation_parameters(CHAT),
         "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
         "max_completion_tokens": _nullable("integer", minimum=1, description=(
             "The same as ``max_tokens``; when both are sent they must be equal.")),
         "logprobs": _nullable("boolean"),
-        "top_logprobs": _nullable("integer", minimum=0, maximum=20, description=(
+        "top_logprobs": _nullable("integer", minimum=0, maximum=MAX_LOGPROBS, description=(
             "Alternatives per token; needs ``logprobs: true``.")),
         "response_format": {
             "description": "Only ``{\"type\": \"text\"}``: structured output is not supported.",
@@ -231,15 +241,16 @@ _CHAT_REQUEST = {
     ],
 }
 _PROMPT = {
-    "description": "A string, up to 64 strings (one choice each), one list of token ids, or up "
-                   "to 64 lists of token ids. Token ids must be below the vocabulary size; a "
+    "description": f"A string, up to {MAX_PROMPTS} strings (one choice each), one list of "
+                   f"token ids, or up to {MAX_PROMPTS} lists of token ids. Token ids must be "
+                   "below the vocabulary size; a "
                    "prompt that tokenizes to nothing (``\"\"`` for a model without a BOS "
                    "token) is a 400.",
     "anyOf": [
         {"type": "string"},
-        {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string"}},
+        {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS, "items": {"type": "string"}},
         {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
-        {"type": "array", "minItems": 1, "maxItems": 64,
+        {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS,
          "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}},
     ],
 }
@@ -248,13 +259,13 @@ _COMPLETION_REQUEST = {
     "required": ["model", "prompt"],
     "additionalProperties": False,
     "properties": {
-        **_COMMON,
+        **_PLAIN,
+        **_generation_parameters(COMPLETIONS),
         "prompt": _PROMPT,
-        "logprobs": _nullable("integer", minimum=0, maximum=20, description=(
+        "logprobs": _nullable("integer", minimum=0, maximum=MAX_LOGPROBS, description=(
             "Each token's log probability and this many alternatives.")),
         "echo": _nullable("boolean", description=(
             "Prepend the prompt to the text; not together with ``logprobs``.")),
-        "best_of": {"enum": [None, 1], "description": "Best-of sampling is not supported."},
         "suffix": {"type": "null", "description": "Insertion is not supported."},
     },
     "allOf": [
@@ -274,15 +285,16 @@ _EMBEDDING_REQUEST = {
         "model": {"type": "string", "minLength": 1, "description": (
             "A READY embedding model, or a chat model whose card has ``embeddings``.")},
         "input": {
-            "description": "A string, up to 2048 strings, one list of token ids, or up to 2048 "
+            "description": f"A string, up to {MAX_INPUTS} strings, one list of token ids, or up "
+                           f"to {MAX_INPUTS} "
                            "lists of token ids; none empty. Longer inputs are truncated to the "
                            "model's ``max_seq_length``.",
             "anyOf": [
                 {"type": "string", "minLength": 1},
-                {"type": "array", "minItems": 1, "maxItems": 2048,
+                {"type": "array", "minItems": 1, "maxItems": MAX_INPUTS,
                  "items": {"type": "string", "minLength": 1}},
                 _TOKEN_IDS,
-                {"type": "array", "minItems": 1, "maxItems": 2048, "items": _TOKEN_IDS},
+                {"type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": _TOKEN_IDS},
             ],
         },
         "encoding_format": {"enum": ["float", "base64"], "description": (
@@ -334,7 +346,7 @@ _CHAT_LOGPROBS = {
                 "additionalProperties": False,
                 "properties": {
                     **_CHAT_TOP_LOGPROB["properties"],
-                    "top_logprobs": {"type": "array", "maxItems": 20,
+                    "top_logprobs": {"type": "array", "maxItems": MAX_LOGPROBS,
                                      "items": _ref("ChatTopLogprob")},
                 },
             },
@@ -349,7 +361,7 @@ _COMPLETION_LOGPROBS = {
         "tokens": {"type": "array", "items": {"type": "string"}},
         "token_logprobs": {"type": "array", "items": _LOGPROB},
         "top_logprobs": {"type": "array", "items": {
-            "type": "object", "maxProperties": 20, "additionalProperties": _LOGPROB}},
+            "type": "object", "maxProperties": MAX_LOGPROBS, "additionalProperties": _LOGPROB}},
         "text_offset": {"type": "array", "items": _INT},
     },
 }

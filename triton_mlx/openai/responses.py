@@ -8,15 +8,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from triton_mlx.engine.types import TokenLogprob
+from triton_mlx.serving.generation import Usage
 from triton_mlx.serving.prompts import token_text
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:
+def usage(counts: Usage) -> dict:
     return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "prompt_tokens": counts.prompt_tokens,
+        "completion_tokens": counts.completion_tokens,
+        "total_tokens": counts.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": counts.cached_tokens},
     }
 
 

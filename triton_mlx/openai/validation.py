@@ -6,96 +6,102 @@ implement is refused with a 400 that names it, never accepted and ignored.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from triton_mlx.openai.errors import OpenAIError, invalid
+from triton_mlx.serving.errors import RequestError, invalid
+from triton_mlx.serving.parameters import (
+    CHAT,
+    COMPLETIONS,
+    MAX_LOGPROBS,
+    Dialect,
+    GenerationParams,
+    names_for,
+    read_parameters,
+)
 
-MAX_STOP_STRINGS = 16
 MAX_PROMPTS = 64
-MAX_CHOICES = 64
-MAX_LOGPROBS = 20
 
-# Parameters shared by /v1/chat/completions and /v1/completions.
-_COMMON = {
-    "model", "temperature", "top_p", "top_k", "min_p", "max_tokens", "stop", "stream",
-    "stream_options", "frequency_penalty", "presence_penalty", "repetition_penalty", "seed",
-    "logit_bias", "user", "n",
-}
-_CHAT_ONLY = {"messages", "max_completion_tokens", "logprobs", "top_logprobs",
-              "response_format", "tools", "tool_choice", "parallel_tool_calls"}
-_COMPLETION_ONLY = {"prompt", "logprobs", "echo", "best_of", "suffix"}
+# Request fields that shape the exchange rather than the generation (the generation
+# parameters come from the serving layer's table).
+_CHAT_FIELDS = {"model", "messages", "stream", "stream_options", "user", "max_completion_tokens",
+                "logprobs", "top_logprobs", "response_format", "tools", "tool_choice",
+                "parallel_tool_calls"}
+_COMPLETION_FIELDS = {"model", "prompt", "stream", "stream_options", "user", "logprobs", "echo",
+                      "suffix"}
+_CHAT = Dialect(CHAT)
+_COMPLETIONS = Dialect(COMPLETIONS)
 
 
 @dataclass
-class GenerationParams:
-    """Validated sampling and length parameters, before model-specific defaults."""
+class ChatParams:
+    """A validated chat completion request."""
 
     model: str
-    temperature: float | None = None
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    max_tokens: int | None = None
-    stop: list[str] = field(default_factory=list)
+    messages: list[dict[str, Any]]
+    generation: GenerationParams
     stream: bool = False
     include_usage: bool = False
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    logit_bias: dict[int, float] = field(default_factory=dict)
-    n: int = 1
-    logprobs: int | None = None  # None: none; k: each token's logprob and k alternatives
 
 
 @dataclass
-class ChatParams(GenerationParams):
-    messages: list[dict[str, Any]] = field(default_factory=list)
+class CompletionParams:
+    """A validated text completion request."""
 
-
-@dataclass
-class CompletionParams(GenerationParams):
-    prompts: list[str | list[int]] = field(default_factory=list)
+    model: str
+    prompts: list[str | list[int]]
+    generation: GenerationParams
+    stream: bool = False
+    include_usage: bool = False
     echo: bool = False
 
 
 def parse_chat(body: Any) -> ChatParams:
     data = _object(body)
-    _reject_unknown(data, _COMMON | _CHAT_ONLY)
+    _reject_unknown(data, _CHAT_FIELDS | set(names_for(CHAT)))
     _require_unsupported(data, chat=True)
-    params = ChatParams(model=_model(data), messages=_messages(data.get("messages")))
-    _fill_common(params, data)
-    max_tokens = _int(data, "max_tokens", minimum=1)
+    model, messages = _model(data), _messages(data.get("messages"))
+    generation = read_parameters(data, _CHAT)
     max_completion = _int(data, "max_completion_tokens", minimum=1)
-    if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
-        raise invalid(
-            "max_tokens and max_completion_tokens disagree; send only max_completion_tokens",
-            "max_completion_tokens",
-        )
-    params.max_tokens = max_completion if max_completion is not None else max_tokens
+    if max_completion is not None:
+        if generation.max_tokens is not None and generation.max_tokens != max_completion:
+            raise invalid(
+                "max_tokens and max_completion_tokens disagree; send only max_completion_tokens",
+                "max_completion_tokens",
+            )
+        generation = read_parameters({**data, "max_tokens": max_completion}, _CHAT)
     top = _int(data, "top_logprobs", minimum=0, maximum=MAX_LOGPROBS)
     if _bool(data, "logprobs"):
-        params.logprobs = top or 0
+        generation.logprobs = top or 0
     elif top is not None:
         raise invalid("top_logprobs requires logprobs to be true", "top_logprobs")
-    return params
+    stream, include_usage = _streaming(data)
+    return ChatParams(model, messages, generation, stream, include_usage)
 
 
 def parse_completion(body: Any) -> CompletionParams:
     data = _object(body)
-    _reject_unknown(data, _COMMON | _COMPLETION_ONLY)
+    _reject_unknown(data, _COMPLETION_FIELDS | set(names_for(COMPLETIONS)))
     _require_unsupported(data, chat=False)
-    params = CompletionParams(model=_model(data), prompts=_prompts(data.get("prompt")))
-    _fill_common(params, data)
-    params.max_tokens = _int(data, "max_tokens", minimum=1)
-    params.logprobs = _int(data, "logprobs", minimum=0, maximum=MAX_LOGPROBS)
-    params.echo = _bool(data, "echo")
-    if params.echo and params.logprobs is not None:
+    model, prompts = _model(data), _prompts(data.get("prompt"))
+    generation = read_parameters(data, _COMPLETIONS)
+    generation.logprobs = _int(data, "logprobs", minimum=0, maximum=MAX_LOGPROBS)
+    echo = _bool(data, "echo")
+    if echo and generation.logprobs is not None:
         raise invalid("echo: log probabilities of the prompt are not supported yet; "
                       "use echo or logprobs", "echo")
-    return params
+    stream, include_usage = _streaming(data)
+    return CompletionParams(model, prompts, generation, stream, include_usage, echo)
+
+
+def _streaming(data: dict[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage); ``user`` is checked here too, being the other plain field."""
+    stream = _bool(data, "stream")
+    include_usage = _stream_options(data.get("stream_options"), stream)
+    user = data.get("user")
+    if user is not None and not isinstance(user, str):
+        raise invalid("user must be a string", "user")
+    return stream, include_usage
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -112,7 +118,7 @@ def _reject_unknown(data: dict[str, Any], allowed: set[str]) -> None:
 
 def _require_unsupported(data: dict[str, Any], *, chat: bool) -> None:
     """Accept the OpenAI parameters we do not implement only at their no-op values."""
-    def unsupported(name: str, what: str) -> OpenAIError:
+    def unsupported(name: str, what: str) -> RequestError:
         return invalid(f"{name}: {what} is not supported by this server yet", name)
 
     fmt = data.get("response_format")
@@ -122,11 +128,8 @@ def _require_unsupported(data: dict[str, Any], *, chat: bool) -> None:
         raise unsupported("tools", "tool calling")
     if data.get("parallel_tool_calls") is not None and not data.get("tools"):
         raise invalid("parallel_tool_calls is only allowed with tools", "parallel_tool_calls")
-    if not chat:
-        if data.get("best_of") not in (None, 1) or data.get("best_of") is True:
-            raise unsupported("best_of", "best-of sampling")
-        if data.get("suffix") is not None:
-            raise unsupported("suffix", "insertion with a suffix")
+    if not chat and data.get("suffix") is not None:
+        raise unsupported("suffix", "insertion with a suffix")
 
 
 def _model(data: dict[str, Any]) -> str:
@@ -134,43 +137,6 @@ def _model(data: dict[str, Any]) -> str:
     if not isinstance(model, str) or not model:
         raise invalid("model is required and must be a non-empty string", "model")
     return model
-
-
-def _fill_common(params: GenerationParams, data: dict[str, Any]) -> None:
-    params.temperature = _number(data, "temperature", 0.0, 2.0)
-    top_p = _number(data, "top_p", 0.0, 1.0)
-    params.top_p = 1.0 if top_p is None else top_p
-    top_k = _int(data, "top_k", minimum=-1)
-    params.top_k = 0 if top_k in (None, -1) else top_k
-    params.min_p = _number(data, "min_p", 0.0, 1.0) or 0.0
-    params.frequency_penalty = _number(data, "frequency_penalty", -2.0, 2.0) or 0.0
-    params.presence_penalty = _number(data, "presence_penalty", -2.0, 2.0) or 0.0
-    repetition = _number(data, "repetition_penalty", 0.0, 10.0)
-    if repetition is not None and repetition <= 0:
-        raise invalid("repetition_penalty must be > 0", "repetition_penalty")
-    params.repetition_penalty = 1.0 if repetition is None else repetition
-    params.seed = _int(data, "seed", minimum=-(2**63), maximum=2**64 - 1)
-    params.stop = _stop(data.get("stop"))
-    params.stream = _bool(data, "stream")
-    params.include_usage = _stream_options(data.get("stream_options"), params.stream)
-    params.logit_bias = _logit_bias(data.get("logit_bias"))
-    params.n = _int(data, "n", minimum=1, maximum=MAX_CHOICES) or 1
-    user = data.get("user")
-    if user is not None and not isinstance(user, str):
-        raise invalid("user must be a string", "user")
-
-
-def _number(data: dict[str, Any], name: str, low: float, high: float) -> float | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-        isinstance(value, float) and not math.isfinite(value)  # an int may exceed a float
-    ):
-        raise invalid(f"{name} must be a number", name)
-    if not low <= value <= high:
-        raise invalid(f"{name} must be between {low:g} and {high:g}, got {value}", name)
-    return float(value)
 
 
 def _int(
@@ -196,19 +162,6 @@ def _bool(data: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _stop(value: Any) -> list[str]:
-    if value is None:
-        return []
-    stops = [value] if isinstance(value, str) else value
-    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise invalid("stop must be a string or a list of strings", "stop")
-    if len(stops) > MAX_STOP_STRINGS:
-        raise invalid(f"stop may hold at most {MAX_STOP_STRINGS} strings", "stop")
-    if any(s == "" for s in stops):
-        raise invalid("stop strings must not be empty", "stop")
-    return stops
-
-
 def _stream_options(value: Any, stream: bool) -> bool:
     if value is None:
         return False
@@ -223,27 +176,6 @@ def _stream_options(value: Any, stream: bool) -> bool:
     if not isinstance(include, bool):
         raise invalid("stream_options.include_usage must be a boolean", "stream_options")
     return include
-
-
-def _logit_bias(value: Any) -> dict[int, float]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise invalid("logit_bias must be an object mapping token ids to numbers", "logit_bias")
-    bias: dict[int, float] = {}
-    for key, weight in value.items():
-        try:
-            token = int(key)
-        except ValueError:
-            raise invalid(f"logit_bias key {key!r} is not a token id", "logit_bias") from None
-        if token < 0 or not (key.isascii() and key.isdigit()):  # not " 5", "+5", "1_0"
-            raise invalid(f"logit_bias key {key!r} is not a token id", "logit_bias")
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise invalid("logit_bias values must be numbers", "logit_bias")
-        if not -100 <= weight <= 100:
-            raise invalid("logit_bias values must be between -100 and 100", "logit_bias")
-        bias[token] = float(weight)
-    return bias
 
 
 _ROLES = {"system", "developer", "user", "assistant", "tool"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import logging
 import sys
 import time
@@ -19,14 +18,10 @@ from pathlib import Path
 
 from triton_mlx import blas
 from triton_mlx.config import ServerConfig
-from triton_mlx.encoders import is_bert_config
-from triton_mlx.encoders.batching import Embedder
-from triton_mlx.encoders.engine import EmbeddingEngine
-from triton_mlx.engine.engine import Engine
-from triton_mlx.engine.runtime_profile import RuntimeProfile, on_gpu
-from triton_mlx.repository.loading import load_model_folder
+from triton_mlx.engine.runtime_profile import on_gpu
+from triton_mlx.repository.loading import load_served_model
+from triton_mlx.repository.served import ServedModel
 from triton_mlx.repository.settings import ModelFolderError, ModelSettings, read_settings
-from triton_mlx.serving.prompts import PromptBuilder
 
 logger = logging.getLogger("triton_mlx.repository")
 
@@ -45,45 +40,6 @@ class ModelState(enum.StrEnum):
     READY = "READY"
     UNLOADING = "UNLOADING"
     UNAVAILABLE = "UNAVAILABLE"
-
-
-@dataclass
-class ServedModel:
-    """A loaded model as the front-ends see it: its engine, its prompts and its limits.
-
-    ``kind`` is "chat" (``engine`` and ``prompts`` set) or "embedding" (``encoder`` set, and
-    ``engine`` and ``prompts`` None). Both kinds embed (``embedder``) where the architecture
-    lets the chat engine reach its last hidden state."""
-
-    name: str
-    display_name: str
-    engine: Engine | None
-    prompts: PromptBuilder | None
-    context_length: int | None
-    vocab_size: int
-    max_tokens_limit: int | None
-    default_temperature: float | None
-    runtime_profile: RuntimeProfile | None = None
-    created: int = field(default_factory=lambda: int(time.time()))
-    kind: str = "chat"
-    encoder: EmbeddingEngine | None = None
-    matryoshka: bool = False
-
-    @property
-    def embedder(self) -> Embedder | None:
-        """What computes this model's embeddings, or None if it cannot."""
-        if self.encoder is not None:
-            return self.encoder
-        if self.engine is not None and self.engine.dimensions:
-            return self.engine
-        return None
-
-    @property
-    def worker(self) -> Engine | EmbeddingEngine:
-        """The thread that serves this model: its chat engine or its embedding engine."""
-        worker = self.engine if self.engine is not None else self.encoder
-        assert worker is not None
-        return worker
 
 
 @dataclass
@@ -180,7 +136,10 @@ class ModelRepository:
             started = time.perf_counter()
             try:
                 settings = read_settings(path)
-                model = await asyncio.to_thread(self._load_model, name, path, settings)
+                model = await asyncio.to_thread(
+                    load_served_model, name, path, settings, self.config,
+                    self._chat_template_override,
+                )
             except Exception as exc:  # any failure makes this model, and only it, unavailable
                 reason = _describe(exc)
                 if not isinstance(exc, ModelFolderError):
@@ -200,7 +159,7 @@ class ModelRepository:
             if old is not None:
                 self._retire(old)
             logger.info("model %s is ready (%.1f s)", name, time.perf_counter() - started)
-            profile = model.runtime_profile
+            profile = getattr(model, "runtime_profile", None)  # chat models have one
             if profile is not None:
                 level = logging.WARNING if profile.warning else logging.INFO
                 logger.log(level, "model %s: %s", name, profile.describe())
@@ -249,84 +208,6 @@ class ModelRepository:
         self._blas_logged = True
         slow = blas.loaded_blas() is None and sys.platform.startswith("linux") and not on_gpu()
         logger.log(logging.WARNING if slow else logging.INFO, "BLAS: %s", blas.blas_status())
-
-    def _load_model(self, name: str, path: Path, settings: ModelSettings) -> ServedModel:
-        config = _read_config(path)
-        if is_bert_config(config):
-            return self._load_encoder(name, path, settings)
-        slots = min(
-            self.config.max_concurrent_requests,
-            settings.max_batch_size or self.config.max_concurrent_requests,
-        )
-        chosen: list[RuntimeProfile] = []
-        engine = Engine(
-            lambda: load_model_folder(
-                path,
-                runtime_profile=self.config.runtime_profile,
-                max_memory_gb=self.config.max_memory_gb,
-                on_profile=chosen.append,
-            ),
-            name=name,
-            slots=slots,
-            max_queue=self.config.max_queued_requests,
-            memory_budget_bytes=(
-                int(self.config.max_memory_gb * 2**30) if self.config.max_memory_gb else None
-            ),
-            prefix_cache_bytes=int(self.config.prefix_cache_mb * 2**20),
-            prefill_step_size=self.config.prefill_chunk_tokens,
-            warmup=self.config.warmup,
-        )
-        engine.start()
-        try:
-            engine.wait_loaded()
-        except BaseException:
-            engine.stop()
-            raise
-        template = self._chat_template_override or _model_chat_template(engine.tokenizer)
-        prompts = PromptBuilder(engine.tokenizer._tokenizer, template)
-        return ServedModel(
-            name=name,
-            display_name=settings.display_name or name,
-            engine=engine,
-            prompts=prompts,
-            context_length=config.get("max_position_embeddings"),
-            vocab_size=int(config.get("vocab_size") or engine.tokenizer.vocab_size),
-            max_tokens_limit=settings.max_tokens,
-            default_temperature=settings.default_temperature,
-            runtime_profile=chosen[0],
-            matryoshka=settings.matryoshka,
-        )
-
-    def _load_encoder(self, name: str, path: Path, settings: ModelSettings) -> ServedModel:
-        """A BERT-family folder: an embedding model on an encoder thread of its own."""
-        if not any(path.glob("*.safetensors")):
-            raise ModelFolderError("no *.safetensors weight files")
-        if not (path / "tokenizer.json").is_file():
-            raise ModelFolderError("no tokenizer.json (an embedding model needs one)")
-        for key in ("max_tokens", "default_temperature"):
-            if getattr(settings, key) is not None:
-                raise ModelFolderError(f"{key} does not apply to an embedding model")
-        encoder = EmbeddingEngine(path, name=name, max_queue=self.config.max_queued_requests,
-                                  max_rows=settings.max_batch_size)
-        encoder.start()
-        try:
-            encoder.wait_loaded()
-        except BaseException:
-            encoder.stop()
-            raise
-        return ServedModel(
-            name=name,
-            display_name=settings.display_name or name,
-            engine=None,
-            prompts=None,
-            context_length=encoder.max_seq_length,
-            vocab_size=encoder.vocab_size,
-            max_tokens_limit=None,
-            default_temperature=None,
-            kind="embedding",
-            encoder=encoder,
-            matryoshka=settings.matryoshka,
-        )
 
     def get(self, name: str) -> ModelEntry | None:
         return self._entries.get(name)
@@ -384,23 +265,6 @@ def folder_fingerprint(path: Path) -> tuple:
     except OSError:
         return ()
     return tuple(sorted(items))
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFolderError(f"config.json is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ModelFolderError("config.json must hold a JSON object")
-    return config
-
-
-def _model_chat_template(tokenizer: object) -> str | None:
-    template = getattr(getattr(tokenizer, "_tokenizer", None), "chat_template", None)
-    if isinstance(template, dict):  # several named templates: the default one serves chat
-        template = template.get("default")
-    return template if isinstance(template, str) else None
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,7 +17,6 @@ from typing import Any
 
 from triton_mlx.auth import bearer_auth
 from triton_mlx.config import ServerConfig
-from triton_mlx.engine.types import EngineError
 from triton_mlx.http import (
     Request,
     Response,
@@ -35,8 +34,9 @@ from triton_mlx.repository.repository import (
     ModelNotFound,
     ModelRepository,
     ModelState,
-    ServedModel,
 )
+from triton_mlx.repository.served import ChatModel, EmbeddingModel, ServedModel
+from triton_mlx.serving.errors import RequestError
 from triton_mlx.triton import embedding_signature, signature, stats, tensors
 from triton_mlx.triton.compression import decompress
 from triton_mlx.triton.embeddings import infer_embeddings
@@ -135,16 +135,16 @@ class TritonFrontend:
 
     async def model_metadata(self, request: Request) -> Response:
         model = self._ready_model(request, kind=None)
-        if model.kind == "embedding":
+        if isinstance(model, EmbeddingModel):
             return json_response(embedding_signature.embedding_metadata(
-                model.name, model.worker.dimensions))
+                model.name, model.encoder.dimensions))
         return json_response(signature.metadata(model.name))
 
     async def model_config(self, request: Request) -> Response:
         model = self._ready_model(request, kind=None)
-        if model.kind == "embedding":
+        if isinstance(model, EmbeddingModel):
             return json_response(embedding_signature.embedding_config(
-                model.name, model.worker.dimensions))
+                model.name, model.encoder.dimensions))
         return json_response(signature.config(model.name))
 
     async def model_ready(self, request: Request) -> Response:
@@ -266,7 +266,7 @@ class TritonFrontend:
                 f"{len(signature.INPUTS)} inputs in '{model.name}' model configuration"
             )
         infer = tensors.decode_request(body, json_length, model.name)
-        if model.kind == "embedding":
+        if isinstance(model, EmbeddingModel):
             return await infer_embeddings(request, model, infer, self.metrics, received)
         inputs = signature.check_inputs(model.name, infer.inputs, infer.id)
         signature.check_outputs(model.name, infer.outputs)
@@ -312,7 +312,7 @@ class TritonFrontend:
         )
 
     def _generate_inputs(self, request: Request):
-        model = self._ready_model(request)
+        model = self._chat_model(request)
         if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
             raise invalid_arg("Unsupported content-encoding, only 'identity' is supported.")
         parsed = parse_generate(tensors.parse_json(request.body))
@@ -320,7 +320,7 @@ class TritonFrontend:
         return model, parsed, inputs
 
     def _submit(
-        self, request: Request, model: ServedModel, inputs: signature.LLMInputs,
+        self, request: Request, model: ChatModel, inputs: signature.LLMInputs,
         parameters: dict[str, Any], received: float,
     ) -> Inference:
         request.log_fields["model"] = model.name
@@ -334,7 +334,12 @@ class TritonFrontend:
 
     # ----- lookup -----
 
-    def _ready_model(self, request: Request, kind: str | None = "chat") -> ServedModel:
+    def _chat_model(self, request: Request) -> ChatModel:
+        model = self._ready_model(request, kind="chat")
+        assert isinstance(model, ChatModel)
+        return model
+
+    def _ready_model(self, request: Request, kind: str | None) -> ServedModel:
         """The model the path names, with Triton's errors for unknown or unready ones, and
         for a model not of ``kind`` (None: any)."""
         name, version = _model_path(request)
@@ -377,9 +382,9 @@ async def _whole_text(inference: Inference) -> str:
         text = await inference.text()
         inference.succeeded()
         return text
-    except EngineError as exc:
+    except RequestError as exc:
         inference.failed(BACKEND)
-        raise internal(f"Error generating stream: {exc}") from None
+        raise internal(f"Error generating stream: {exc.message}") from None
     finally:
         inference.close()
 
@@ -393,7 +398,7 @@ def _binary_outputs(infer: tensors.InferRequest) -> bool:
     return infer.binary_data_output
 
 
-def _generate_body(model: ServedModel, request_id: str | None, text: str) -> dict[str, Any]:
+def _generate_body(model: ChatModel, request_id: str | None, text: str) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if request_id:
         body["id"] = request_id
@@ -416,9 +421,9 @@ async def _events(inference: Inference, request_id: str | None, stream: bool) ->
             yield _event(_generate_body(model, request_id, await inference.text()))
             inference.responded()
         inference.succeeded()
-    except EngineError as exc:
+    except RequestError as exc:
         inference.failed(BACKEND)
-        yield sse_event(internal(f"Error generating stream: {exc}").sse_data())
+        yield sse_event(internal(f"Error generating stream: {exc.message}").sse_data())
     finally:
         inference.close()
 

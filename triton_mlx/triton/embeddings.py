@@ -11,24 +11,23 @@ import time
 import numpy as np
 
 from triton_mlx.encoders.batching import tokenize_texts
-from triton_mlx.engine.types import EngineNotRunningError, QueueFullError
 from triton_mlx.http import Request, Response
 from triton_mlx.observability.inference_stats import BACKEND, SUCCESS, InferenceTiming
 from triton_mlx.observability.server_metrics import ServerMetrics
-from triton_mlx.openai.generation import RETRY_AFTER_SECONDS
-from triton_mlx.repository.repository import ServedModel
+from triton_mlx.repository.served import EmbeddingModel
+from triton_mlx.serving import embeddings
+from triton_mlx.serving.errors import RequestError
 from triton_mlx.triton import embedding_signature, tensors
-from triton_mlx.triton.errors import internal, invalid_arg, unavailable
+from triton_mlx.triton.errors import from_request_error, internal, invalid_arg
 from triton_mlx.triton.inference import request_sampling_parameters
 from triton_mlx.triton.signature import MODEL_VERSION
 
 
 async def infer_embeddings(
-    request: Request, model: ServedModel, infer: tensors.InferRequest, metrics: ServerMetrics,
+    request: Request, model: EmbeddingModel, infer: tensors.InferRequest, metrics: ServerMetrics,
     received: float,
 ) -> Response:
-    embedder = model.embedder
-    assert embedder is not None
+    embedder = model.encoder
     texts = embedding_signature.check_inputs(model.name, infer.inputs, infer.id)
     embedding_signature.check_outputs(model.name, infer.outputs)
     extra = sorted(request_sampling_parameters(infer.parameters))
@@ -45,14 +44,12 @@ async def infer_embeddings(
         metrics.observe_inference(model.name, timing, outcome=outcome, inferences=len(texts))
 
     try:
-        vectors = await embedder.embed(tokens)
-    except QueueFullError as exc:
-        raise unavailable(str(exc), headers=[("Retry-After", RETRY_AFTER_SECONDS)]) from None
-    except EngineNotRunningError as exc:
-        raise unavailable(str(exc)) from None
-    except Exception as exc:
+        vectors = await embeddings.embed(embedder, tokens)
+    except RequestError as exc:
+        if exc.code != "engine_error":
+            raise from_request_error(exc) from None
         record(BACKEND, None)
-        raise internal(f"embedding failed: {exc}") from None
+        raise internal(f"embedding failed: {exc.message}") from None
     computed = time.perf_counter()
     output = tensors.Tensor(embedding_signature.EMBEDDING_OUTPUT, "FP32", list(vectors.shape),
                             np.ascontiguousarray(vectors, dtype=np.float32).ravel().tolist())

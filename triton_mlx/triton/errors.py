@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 
 from triton_mlx.http import Response, json_response
+from triton_mlx.serving.errors import RequestError
+from triton_mlx.serving.parameters import BY_NAME
+
+# The serving layer's statuses that Triton spells differently: a full queue is UNAVAILABLE.
+_STATUS = {429: 503}
 
 # Triton's fixed texts for the errors its router produces itself.
 _ROUTER_MESSAGES = {404: "Not Found", 405: "Method Not Allowed"}
@@ -34,6 +39,17 @@ class TritonError(Exception):
 
     def sse_data(self) -> str:
         return json.dumps(self.body(), separators=(",", ":"), ensure_ascii=False)
+
+
+def from_request_error(error: RequestError, source: str | None = None) -> TritonError:
+    """The serving layer's error in Triton's shape: the one place this port translates it.
+
+    Triton's body has no ``param``, so an error about a generation parameter names where the
+    parameter came from (``source``: "sampling_parameters" or "parameters") in its message."""
+    message = error.message
+    if source and error.param in BY_NAME and not message.startswith(source):
+        message = f"{source}: {message}"
+    return TritonError(_STATUS.get(error.status, error.status), message, headers=error.headers)
 
 
 def invalid_arg(message: str) -> TritonError:

@@ -1,0 +1,37 @@
+"""A load that fails after the model's thread started must stop that thread: a chat template
+that does not compile leaves no engine (and no weights) behind, also when poll mode retries."""
+
+from __future__ import annotations
+
+import threading
+
+from tests.conftest import TINY
+from tests.tiny_model import build_tiny_model
+from tests.waiting import wait_for
+from triton_mlx.repository.repository import folder_fingerprint
+
+BROKEN_TEMPLATE = "{% for message in messages %}{{ message.content }}"  # no endfor
+
+
+def engine_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"engine-{TINY}" and t.is_alive()]
+
+
+def test_a_template_that_does_not_compile_leaves_no_engine_behind(tmp_path, start_server):
+    build_tiny_model(tmp_path / "repo" / TINY)
+    template = tmp_path / "broken.jinja"
+    template.write_text(BROKEN_TEMPLATE)
+    assert not engine_threads()
+    server = start_server(tmp_path / "repo", chat_template=template, repository_poll_secs=0.2)
+    entry = server.server.repository.get(TINY)
+    assert entry.state == "UNAVAILABLE" and "template" in entry.reason.lower(), entry.reason
+    wait_for(lambda: not engine_threads(), what="the failed engine's thread to end")
+
+    # Poll mode tries again when the folder changes: each failed attempt cleans up after itself.
+    for attempt in range(2):
+        (tmp_path / "repo" / TINY / "touched.txt").write_text(str(attempt))
+        folder = tmp_path / "repo" / TINY
+        wait_for(lambda: (lambda e: e.fingerprint == folder_fingerprint(folder)
+                          and e.state == "UNAVAILABLE")(server.server.repository.get(TINY)),
+                 what="the reload attempt")
+        wait_for(lambda: not engine_threads(), what="the retried engine's thread to end")
