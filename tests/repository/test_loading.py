@@ -5,33 +5,37 @@ from __future__ import annotations
 
 import threading
 
-from tests.conftest import TINY
 from tests.tiny_model import build_tiny_model
 from tests.waiting import wait_for
 from triton_mlx.repository.repository import folder_fingerprint
 
+NAME = "templated"  # not the shared tiny server's model, whose engine thread runs throughout
 BROKEN_TEMPLATE = "{% for message in messages %}{{ message.content }}"  # no endfor
 
 
 def engine_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"engine-{TINY}" and t.is_alive()]
+    return [t for t in threading.enumerate() if t.name == f"engine-{NAME}" and t.is_alive()]
 
 
 def test_a_template_that_does_not_compile_leaves_no_engine_behind(tmp_path, start_server):
-    build_tiny_model(tmp_path / "repo" / TINY)
+    build_tiny_model(tmp_path / "repo" / NAME)
     template = tmp_path / "broken.jinja"
     template.write_text(BROKEN_TEMPLATE)
     assert not engine_threads()
     server = start_server(tmp_path / "repo", chat_template=template, repository_poll_secs=0.2)
-    entry = server.server.repository.get(TINY)
+    entry = server.server.repository.get(NAME)
     assert entry.state == "UNAVAILABLE" and "template" in entry.reason.lower(), entry.reason
     wait_for(lambda: not engine_threads(), what="the failed engine's thread to end")
 
     # Poll mode tries again when the folder changes: each failed attempt cleans up after itself.
+    folder = tmp_path / "repo" / NAME
+
+    def attempted() -> bool:
+        """The watcher tried the folder as it is now, and the attempt failed."""
+        entry = server.server.repository.get(NAME)
+        return entry.fingerprint == folder_fingerprint(folder) and entry.state == "UNAVAILABLE"
+
     for attempt in range(2):
-        (tmp_path / "repo" / TINY / "touched.txt").write_text(str(attempt))
-        folder = tmp_path / "repo" / TINY
-        wait_for(lambda: (lambda e: e.fingerprint == folder_fingerprint(folder)
-                          and e.state == "UNAVAILABLE")(server.server.repository.get(TINY)),
-                 what="the reload attempt")
+        (folder / "touched.txt").write_text(str(attempt))
+        wait_for(attempted, what="the reload attempt")
         wait_for(lambda: not engine_threads(), what="the retried engine's thread to end")

@@ -141,11 +141,13 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def model_chat_template(tokenizer: Any) -> str | None:
-    """The tokenizer's own chat template; of several named ones, the default serves chat."""
+def model_chat_template(tokenizer: Any) -> str | dict[str, str] | None:
+    """The tokenizer's own chat template, or its named templates (``tool_use`` serves requests
+    with tools, ``default`` the others, as transformers chooses)."""
     template = getattr(tokenizer, "chat_template", None)
     if isinstance(template, dict):
-        template = template.get("default")
+        named = {k: v for k, v in template.items() if isinstance(k, str) and isinstance(v, str)}
+        return named or None
     return template if isinstance(template, str) else None
 
 

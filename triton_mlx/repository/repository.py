@@ -22,6 +22,7 @@ from triton_mlx.engine.runtime_profile import on_gpu
 from triton_mlx.repository.loading import load_served_model
 from triton_mlx.repository.served import ServedModel
 from triton_mlx.repository.settings import ModelFolderError, ModelSettings, read_settings
+from triton_mlx.serving.prompts import ChatTemplateError
 
 logger = logging.getLogger("triton_mlx.repository")
 
@@ -142,7 +143,7 @@ class ModelRepository:
                 )
             except Exception as exc:  # any failure makes this model, and only it, unavailable
                 reason = _describe(exc)
-                if not isinstance(exc, ModelFolderError):
+                if not isinstance(exc, ModelFolderError | ChatTemplateError):
                     logger.debug("load failure of %s", name, exc_info=exc)
                 if old is not None:
                     logger.error("reload of model %s failed, the loaded one serves on: %s",
@@ -268,6 +269,6 @@ def folder_fingerprint(path: Path) -> tuple:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ModelFolderError):
+    if isinstance(exc, ModelFolderError | ChatTemplateError):
         return str(exc)
     return f"failed to load: {type(exc).__name__}: {exc}"
