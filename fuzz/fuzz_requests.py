@@ -45,7 +45,7 @@ with atheris.instrument_imports(include=["triton_mlx", "h11"]):
 
     from triton_mlx.config import ServerConfig
     from triton_mlx.engine.types import GenerationOutput, TokenLogprob
-    from triton_mlx.http import HTTPLimits, HTTPServer
+    from triton_mlx.http import HTTPLimits
     from triton_mlx.http.connection import Connection
     from triton_mlx.observability.logs import ACCESS_LOGGER_NAME, ROOT_LOGGER_NAME
     from triton_mlx.observability.server_metrics import ServerMetrics
@@ -285,9 +285,11 @@ class Setup:
 async def serve(setup: Setup, data: bytes, repository_dir: str) -> tuple[bytes, bool]:
     """Serve one connection that sends ``data``; return what was written and whether the
     connection was aborted."""
-    server = HTTPServer(setup.router(repository_dir), host="127.0.0.1", port=0, limits=LIMITS)
     reader, writer = FuzzReader(data, setup.read_size), FuzzWriter()
-    connection = Connection(server, reader, writer)  # type: ignore[arg-type]
+    connection = Connection(
+        reader, writer,  # type: ignore[arg-type]
+        app=setup.router(repository_dir), limits=LIMITS, closing=lambda: False,
+    )
     task = asyncio.get_running_loop().create_task(connection.run())
     reader.owner = task
     try:

@@ -37,7 +37,11 @@ def error_formatter(status: int, message: str) -> Response:
 
 @dataclass
 class Probe:
-    """Thread-safe signals from handlers (server thread) to the test (main thread)."""
+    """Signals between handlers (server thread) and the test (main thread).
+
+    The ``threading.Event``s go from handler to test; the ``asyncio.Event``s are gates the
+    test opens for a handler with :meth:`ServerThread.open`.
+    """
 
     hang_started: threading.Event = field(default_factory=threading.Event)
     hang_cancelled: threading.Event = field(default_factory=threading.Event)
@@ -45,6 +49,12 @@ class Probe:
     hang_saw_disconnect: list[bool] = field(default_factory=list)
     stream_started: threading.Event = field(default_factory=threading.Event)
     stream_finally: threading.Event = field(default_factory=threading.Event)
+    gated_started: threading.Event = field(default_factory=threading.Event)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    gated_seconds: list[float] = field(default_factory=list)  # /gated's own measure
+    next_event: list[asyncio.Event] = field(
+        default_factory=lambda: [asyncio.Event(), asyncio.Event()]
+    )
 
 
 def make_router(probe: Probe) -> Router:
@@ -90,15 +100,29 @@ def make_router(probe: Probe) -> Router:
             probe.hang_finally.set()
         raise AssertionError("unreachable")
 
-    async def slow(request: Request) -> Response:
-        await asyncio.sleep(0.3)
+    async def gated(request: Request) -> Response:
+        """Answers once the test opens ``probe.gate``; measures how long it waited."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        probe.gated_started.set()
+        await probe.gate.wait()
+        probe.gated_seconds.append(loop.time() - started)
         return text_response("done")
 
     async def sse(request: Request) -> StreamingResponse:
         async def events():
-            for i, word in enumerate(("one", "two", "three")):
-                if i:
-                    await asyncio.sleep(0.25)
+            for word in ("one", "two", "three"):
+                yield sse_event(word)
+
+        return StreamingResponse(events())
+
+    async def sse_stepped(request: Request) -> StreamingResponse:
+        """Produces each event after the first only when the test opens its gate."""
+
+        async def events():
+            yield sse_event("one")
+            for gate, word in zip(probe.next_event, ("two", "three"), strict=True):
+                await gate.wait()
                 yield sse_event(word)
 
         return StreamingResponse(events())
@@ -134,8 +158,9 @@ def make_router(probe: Probe) -> Router:
     router.add("GET", "/rid", rid)
     router.add("GET", "/boom", boom)
     router.add("GET", "/hang", hang)
-    router.add("GET", "/slow", slow)
+    router.add("GET", "/gated", gated)
     router.add("GET", "/sse", sse)
+    router.add("GET", "/sse-stepped", sse_stepped)
     router.add("GET", "/stream-hang", stream_hang)
     router.add("GET", "/stream-boom", stream_boom)
     router.add("GET", "/logfields", log_fields)
@@ -165,6 +190,10 @@ class ServerThread:
 
     def call(self, coro, timeout: float = 10.0):
         return self.submit(coro).result(timeout)
+
+    def open(self, gate: asyncio.Event) -> None:
+        """Open a handler's gate (asyncio events belong to the server loop's thread)."""
+        self.loop.call_soon_threadsafe(gate.set)
 
     def close(self, grace: float = 0.0):
         """Start ``server.close(grace)``; returns a Future that completes when it is done."""
@@ -285,8 +314,9 @@ class RawClient:
         data, self.buf = self.buf, b""
         return data
 
-    def closed_by_server(self, timeout: float = 2.0) -> bool:
-        """True if the server closes (EOF or reset) within ``timeout`` with nothing unread."""
+    def closed_by_server(self, timeout: float = 30.0) -> bool:
+        """True if the server closes (EOF or reset) with nothing unread; False if it sends
+        more, or stays open for ``timeout`` seconds (a bound on a hang, not a speed test)."""
         self.sock.settimeout(timeout)
         try:
             return self.sock.recv(65536) == b"" and not self.buf

@@ -5,7 +5,7 @@ one timeout at a time, the connection cap with a bare router) are in ``test_serv
 hundreds of slow or idle connections held at once while real requests still get through;
 absurd JSON bodies and parameter values, which must get a 4xx in the port's own error shape
 (never a 500, never a hang) on a connection that keeps serving; the Content-Type rule; bad and
-good requests pipelined on one connection.
+good requests pipelined on one connection. Request smuggling is in ``test_framing.py``.
 """
 
 from __future__ import annotations
@@ -25,21 +25,13 @@ import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import TINY, RunningServer, make_config
+from tests.waiting import wait_for
 
 from .conftest import RawClient, RawResponse
 
 HELLO = [{"role": "user", "content": "Hello"}]
 BIG_INT = "1" + "0" * 9999  # beyond Python's 4300-digit int parsing limit
 WIDE_INT = "1" + "0" * 400  # parses, but is beyond a float's range
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def openai_error(response: RawResponse) -> dict:
@@ -219,8 +211,9 @@ def test_slow_and_idle_connections_do_not_starve_others_and_are_cut_off(slow_ser
     trickler.start()
     try:
         openai_port, triton_port = slow_server.server.openai, slow_server.server.http
-        assert wait_for(lambda: openai_port.active_connections >= sum(SLOW_OPENAI)
-                        and triton_port.active_connections >= sum(SLOW_TRITON), 5.0)
+        wait_for(lambda: openai_port.active_connections >= sum(SLOW_OPENAI)
+                 and triton_port.active_connections >= sum(SLOW_TRITON),
+                 what="the herd to be connected")
 
         good_requests(slow_server)
 
@@ -239,8 +232,8 @@ def test_slow_and_idle_connections_do_not_starve_others_and_are_cut_off(slow_ser
             slow.sock.close()
     for slow in herd:
         check_cut_off(slow)
-    assert wait_for(lambda: openai_port.active_connections == 0
-                    and triton_port.active_connections == 0, 10.0)
+    wait_for(lambda: openai_port.active_connections == 0
+             and triton_port.active_connections == 0, what="every connection to be gone")
     good_requests(slow_server)  # and the server is none the worse
 
 
@@ -258,18 +251,20 @@ def test_connection_cap_refuses_clearly_and_frees_up(tiny_repository):
         ):
             held = [socket.create_connection(("127.0.0.1", port)) for _ in range(cap)]
             try:
-                assert wait_for(lambda s=http_server: s.active_connections == cap, 10.0)
+                wait_for(lambda s=http_server: s.active_connections == cap,
+                         what=f"{cap} connections held")
                 refused = RawClient(port, timeout=30)
                 refused.request("GET", path)
                 response = refused.read_response()
                 assert response.status == 503
                 message = triton_error(response) if triton else openai_error(response)["message"]
                 assert f"connection limit ({cap})" in message and "retry" in message
-                assert refused.closed_by_server(timeout=10)
+                assert refused.closed_by_server()
                 refused.close()
                 for sock in held[:4]:  # clients leave: their places are free again
                     sock.close()
-                assert wait_for(lambda s=http_server: s.active_connections == cap - 4, 10.0)
+                wait_for(lambda s=http_server: s.active_connections == cap - 4,
+                         what="4 places freed")
                 client = RawClient(port, timeout=30)
                 client.request("GET", path)
                 assert client.read_response().status == 200

@@ -5,6 +5,7 @@ This layer knows nothing about OpenAI, Triton or MLX. A front-end builds a :clas
 :class:`HTTPServer` on its own port.
 """
 
+from .limits import HTTPLimits
 from .messages import (
     BodyDecodeError,
     Headers,
@@ -15,7 +16,7 @@ from .messages import (
     text_response,
 )
 from .routing import ErrorFormatter, Handler, Middleware, Router
-from .server import CLIENT_CLOSED_REQUEST, HTTPLimits, HTTPServer
+from .server import CLIENT_CLOSED_REQUEST, HTTPServer
 from .sse import sse_comment, sse_event
 
 __all__ = [

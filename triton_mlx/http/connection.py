@@ -5,39 +5,36 @@ While the application handles a request, a second task keeps reading the socket.
 the only portable way to learn that the client went away: EOF or a reset sets
 ``request.disconnected`` and cancels the handler (and the writing of a streaming body), so
 generation for a client that has left stops at once instead of running to completion.
+The bytes that go back (heads, bodies, streams) are ``response_writer.py``'s job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import email.utils
 import logging
 import re
-import socket
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 from urllib.parse import parse_qs, unquote_to_bytes
 
 import h11
 
-from triton_mlx.observability.logs import ACCESS_LOGGER_NAME, request_id_var
+from triton_mlx.observability.logs import request_id_var
 
 from .exchange import Exchange, log_access
-from .messages import Headers, Request, Response, StreamingResponse, text_response
-
-if TYPE_CHECKING:
-    from .server import HTTPServer
+from .limits import HTTPLimits
+from .messages import Headers, Request, Response, StreamingResponse
+from .response_writer import ResponseWriter, WriteTimeout
+from .routing import Router
 
 logger = logging.getLogger("triton_mlx.http")
-access_logger = logging.getLogger(ACCESS_LOGGER_NAME)
 
 
 READ_SIZE = 64 * 1024
 _LINGER_SECONDS = 2.0  # after an error response: read and discard what the client still sends
 _CLOSE_SECONDS = 1.0  # bound on flushing the write buffer when closing normally
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_NOT_FROM_HANDLER = frozenset({"content-length", "transfer-encoding", "x-request-id"})
+
 
 class _Timeout(Exception):
     """A read deadline passed (request head or body)."""
@@ -51,22 +48,32 @@ class _TooLarge(Exception):
     """The request body exceeds ``max_body_bytes``."""
 
 
-class _WriteTimeout(Exception):
-    """The client did not read our output within ``write_timeout``."""
-
-
 class Connection:
     """One client connection: a loop of request/response cycles over an h11 state machine."""
 
     def __init__(
-        self, server: HTTPServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        app: Router,
+        limits: HTTPLimits,
+        closing: Callable[[], bool],
     ) -> None:
-        self.server = server
-        self.limits = server.limits
+        """``closing()`` tells whether the server is shutting down: then the connection
+        ends after the response in progress, which says ``Connection: close``."""
+        self.app = app
+        self.limits = limits
+        self.closing = closing
         self.reader = reader
         self.writer = writer
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self.out = ResponseWriter(
+            self.h11,
+            writer,
+            error_formatter=app.error_formatter,
+            write_timeout=limits.write_timeout,
+            closing=closing,
         )
         peer = writer.get_extra_info("peername")
         self.client: tuple[str, int] | None = (
@@ -83,6 +90,7 @@ class Connection:
     # -- connection lifecycle ---------------------------------------------------------------
 
     async def run(self) -> None:
+        """Serve requests until one says close, the client leaves, or the server stops."""
         abort = False
         try:
             while await self._cycle():
@@ -90,7 +98,7 @@ class Connection:
         except asyncio.CancelledError:
             abort = True
             raise
-        except (OSError, _WriteTimeout) as exc:
+        except (OSError, WriteTimeout) as exc:
             logger.debug("connection from %s dropped: %r", self.client_str, exc)
             abort = True
         except Exception:
@@ -101,7 +109,6 @@ class Connection:
 
     async def refuse(self) -> None:
         """Answer 503 without reading a request: the server is at its connection limit."""
-        self.server._warn_connection_limit(self.client_str)
         ex = Exchange(self.loop.time())
         abort = False
         try:
@@ -110,7 +117,7 @@ class Connection:
                 503,
                 f"server is at its connection limit ({self.limits.max_connections}); retry later",
             )
-        except (OSError, _WriteTimeout):
+        except (OSError, WriteTimeout):
             abort = True
         except asyncio.CancelledError:
             abort = True
@@ -165,6 +172,7 @@ class Connection:
                 return False
             ex.started = self.loop.time()
             head = self._parse_head(event, ex)
+            _check_framing(event)
             declared = head.headers.get("content-length")
             if declared is not None and int(declared) > self.limits.max_body_bytes:
                 raise _TooLarge
@@ -182,6 +190,11 @@ class Connection:
             if self.eof:  # the client went away mid-request; nobody to answer
                 return False
             status = exc.error_status_hint
+            if status == 501:
+                # h11's hint for any Transfer-Encoding but one "chunked" ("gzip, chunked",
+                # "chunked, chunked", the header twice). We cannot read such a body, so the
+                # request is malformed to us and the connection closes (RFC 9112 6.3).
+                status = 400
             if status == 431:
                 message = (
                     f"request header fields too large (limit {self.limits.max_header_bytes} bytes)"
@@ -197,7 +210,7 @@ class Connection:
         finally:  # also when the write failed or close() cancelled us
             log_access(ex, self.client_str, self.loop.time())
         self.cycles += 1
-        if not keep or self.server.closing:
+        if not keep or self.closing():
             return False
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
@@ -273,8 +286,7 @@ class Connection:
     async def _read_body(self) -> bytes:
         conn = self.h11
         if conn.they_are_waiting_for_100_continue:
-            self.writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-            await self._drain()
+            await self.out.send_continue()
         deadline = self.loop.time() + self.limits.body_timeout
         chunks: list[bytes] = []
         size = 0
@@ -362,7 +374,7 @@ class Connection:
     async def _respond(self, request: Request, ex: Exchange) -> bool:
         """Call the app and send what it returns. Runs with the request id bound."""
         try:
-            result = await self.server.app(request)
+            result = await self.app(request)
             if not isinstance(result, Response | StreamingResponse):
                 raise TypeError(
                     f"handler returned {type(result).__name__}, "
@@ -370,212 +382,44 @@ class Connection:
                 )
         except Exception:
             logger.exception("unhandled error in handler for %s %s", ex.method, ex.path)
-            result = self._internal_error(ex.request_id)
+            result = self.out.internal_error(ex.request_id)
         if isinstance(result, StreamingResponse):
-            return await self._send_stream(request, result, ex)
-        return await self._send_response(result, ex)
+            return await self.out.send_stream(request, result, ex)
+        return await self.out.send(result, ex)
 
-    # -- writing responses ------------------------------------------------------------------
-
-    async def _send_response(self, response: Response, ex: Exchange, close: bool = False) -> bool:
-        try:
-            body = response.body
-            if not isinstance(body, bytes | bytearray | memoryview):
-                raise TypeError(f"Response.body must be bytes, not {type(body).__name__}")
-            head = self._head(
-                response.status,
-                response.headers,
-                response.content_type,
-                ex.request_id,
-                length=len(body),
-                close=close,
-            )
-        except Exception:
-            logger.exception("invalid response for %s %s", ex.method, ex.path)
-            response = self._internal_error(ex.request_id)
-            body = response.body
-            head = self._head(
-                response.status,
-                response.headers,
-                response.content_type,
-                ex.request_id,
-                length=len(body),
-                close=close,
-            )
-        conn = self.h11
-        out = bytearray(conn.send(head))
-        ex.status = head.status_code
-        if body and ex.method != "HEAD":
-            out += conn.send(h11.Data(data=body))
-        out += conn.send(h11.EndOfMessage())
-        self.writer.write(out)
-        await self._drain()
-        return True
-
-    async def _send_stream(
-        self, request: Request, response: StreamingResponse, ex: Exchange
-    ) -> bool:
-        """Write the head at once, then each body item as its own flushed chunk."""
-        body = response.body
-        conn = self.h11
-        keep = True
-        try:
-            try:
-                head = self._head(
-                    response.status,
-                    response.headers,
-                    response.content_type,
-                    ex.request_id,
-                    length=None,
-                    close=False,
-                    sse=(response.content_type or "").startswith("text/event-stream"),
-                )
-            except Exception:
-                logger.exception("invalid streaming response for %s %s", ex.method, ex.path)
-                return await self._send_response(self._internal_error(ex.request_id), ex)
-            self.writer.write(conn.send(head))
-            ex.status = head.status_code
-            await self._drain()
-            if request.method != "HEAD":
-                iterator = aiter(body)
-                while True:
-                    try:
-                        chunk = await anext(iterator)
-                    except StopAsyncIteration:
-                        break
-                    except Exception:
-                        # Status is already sent: end the body cleanly, then close.
-                        logger.exception(
-                            "response stream for %s %s failed after it started; ending it",
-                            ex.method,
-                            ex.path,
-                        )
-                        keep = False
-                        break
-                    if not isinstance(chunk, bytes | bytearray | memoryview):
-                        logger.error(
-                            "response stream for %s %s yielded %s, not bytes; ending it",
-                            ex.method,
-                            ex.path,
-                            type(chunk).__name__,
-                        )
-                        keep = False
-                        break
-                    if chunk:
-                        self.writer.write(conn.send(h11.Data(data=chunk)))
-                        await self._drain()
-            self.writer.write(conn.send(h11.EndOfMessage()))
-            await self._drain()
-            return keep
-        finally:
-            # On cancellation (client gone) or error this runs the generator's finally now,
-            # not whenever the garbage collector gets to it.
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:
-                    logger.exception("closing the response stream for %s failed", ex.path)
-
-    def _head(
-        self,
-        status: int,
-        headers: list[tuple[str, str]],
-        content_type: str | None,
-        request_id: str,
-        *,
-        length: int | None,
-        close: bool,
-        sse: bool = False,
-    ) -> h11.Response:
-        """Build the response head: the handler's headers plus the transport's own."""
-        out: list[tuple[bytes, bytes]] = []
-        seen: set[str] = set()
-        for name, value in headers:
-            lname = name.lower()
-            if lname in _NOT_FROM_HANDLER:
-                continue
-            seen.add(lname)
-            out.append((name.encode("ascii"), value.encode("latin-1")))
-        if content_type is not None and "content-type" not in seen:
-            out.append((b"content-type", content_type.encode("latin-1")))
-        if "server" not in seen:
-            out.append((b"server", b"triton-mlx"))
-        if "date" not in seen:
-            out.append((b"date", _http_date()))
-        out.append((b"x-request-id", request_id.encode("ascii")))
-        if sse:
-            if "cache-control" not in seen:
-                out.append((b"cache-control", b"no-cache"))
-            if "x-accel-buffering" not in seen:
-                out.append((b"x-accel-buffering", b"no"))
-        if length is not None and status not in (204, 304):
-            out.append((b"content-length", str(length).encode("ascii")))
-        if close or self.server.closing:
-            out.append((b"connection", b"close"))
-        return h11.Response(status_code=status, headers=out)  # validates names and values
+    # -- transport errors -------------------------------------------------------------------
 
     async def _fail(self, ex: Exchange, status: int, message: str) -> bool:
         """Answer a transport-level error (if still possible), log it, and close."""
         self.linger = True
         try:
             if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                await self._send_response(self._error_response(status, message), ex, close=True)
+                await self.out.send(self.out.error_response(status, message), ex, close=True)
             else:
                 ex.status = status
         finally:
             log_access(ex, self.client_str, self.loop.time())
         return False
 
-    def _error_response(self, status: int, message: str) -> Response:
-        try:
-            response = self.server.app.error_formatter(status, message)
-            if isinstance(response, Response):
-                return response
-            raise TypeError(f"error formatter returned {type(response).__name__}")
-        except Exception:
-            logger.exception("error formatter failed for %d %r", status, message)
-            return text_response(message + "\n", status=status)
 
-    def _internal_error(self, request_id: str) -> Response:
-        return self._error_response(500, f"internal server error (request id {request_id})")
+def _check_framing(event: h11.Request) -> None:
+    """Refuse a request whose body two parsers could delimit differently (RFC 9112 6.1, 6.3).
 
-    async def _drain(self) -> None:
-        try:
-            async with asyncio.timeout(self.limits.write_timeout):
-                await self.writer.drain()
-        except TimeoutError:
-            raise _WriteTimeout(f"client did not read for {self.limits.write_timeout}s") from None
-
-    # -- access log ---------------------------------------------------------------------------
-
-_date_cache: list[object] = [0, b""]
-
-
-def _http_date() -> bytes:
-    """IMF-fixdate for the Date header, formatted at most once per second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = email.utils.formatdate(now, usegmt=True).encode("ascii")
-    return _date_cache[1]  # type: ignore[return-value]
-
-
-def set_nodelay(writer: asyncio.StreamWriter) -> None:
-    """Disable Nagle so each flushed SSE event leaves at once (asyncio does too; be sure)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-
-def format_address(addr: object) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-    return str(addr)
+    With both Content-Length and Transfer-Encoding, h11 goes by Transfer-Encoding; a proxy
+    in front may go by Content-Length and see another request boundary, so a request hidden
+    in the body would reach us unseen by the proxy ("request smuggling"). HTTP/1.0 has no
+    chunked coding, so there Transfer-Encoding is as ambiguous. Raised as a protocol error:
+    the client gets 400 and the connection closes, so nothing sent after it is read.
+    """
+    names = {name for name, _ in event.headers}  # h11 lower-cases header names
+    if b"transfer-encoding" not in names:
+        return
+    if b"content-length" in names:
+        raise h11.RemoteProtocolError(
+            "both Content-Length and Transfer-Encoding are set; send only one"
+        )
+    if event.http_version == b"1.0":
+        raise h11.RemoteProtocolError("Transfer-Encoding is not allowed in an HTTP/1.0 request")
 
 
 def _origin_form(target: bytes) -> bytes:

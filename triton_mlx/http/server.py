@@ -12,44 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
-from dataclasses import dataclass
 
-from .connection import READ_SIZE, Connection, format_address, set_nodelay
+from .connection import READ_SIZE, Connection
 from .exchange import CLIENT_CLOSED_REQUEST
+from .limits import HTTPLimits
 from .routing import Router
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "HTTPLimits", "HTTPServer"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "HTTPServer"]
 
 logger = logging.getLogger("triton_mlx.http")
 
 _LIMIT_WARNING_INTERVAL = 10.0
-
-@dataclass(frozen=True)
-class HTTPLimits:
-    """Resource limits that keep one client from exhausting the server."""
-
-    max_body_bytes: int = 8 * 1024 * 1024
-    """Larger request bodies get 413: checked on Content-Length up front, before
-    ``100 Continue``, and while a chunked body arrives."""
-    max_header_bytes: int = 16 * 1024
-    """Larger request heads get 431 (h11's ``max_incomplete_event_size``)."""
-    header_timeout: float = 10.0
-    """The request head must arrive within this many seconds of its first byte (of the
-    connection's start, for a connection's first request); else 408 and close."""
-    body_timeout: float = 30.0
-    """The whole body must arrive within this many seconds after the head; else 408."""
-    keepalive_timeout: float = 5.0
-    """An idle keep-alive connection is closed after this many seconds."""
-    max_connections: int = 1000
-    """Connections beyond this are answered 503 and closed, so clients see why."""
-    write_timeout: float = 30.0
-    """A client that stops reading for this long is dropped."""
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if value <= 0:
-                raise ValueError(f"HTTPLimits.{name} must be positive, got {value!r}")
 
 
 class HTTPServer:
@@ -143,12 +118,15 @@ class HTTPServer:
         task = asyncio.current_task()
         assert task is not None
         set_nodelay(writer)
-        conn = Connection(self, reader, writer)
+        conn = Connection(
+            reader, writer, app=self.app, limits=self.limits, closing=lambda: self._closing
+        )
         if self._closing:
             conn.writer.transport.abort()
             return
         if len(self._connections) >= self.limits.max_connections:
             self._refusing.add(task)
+            self._warn_connection_limit(conn.client_str)
             try:
                 await conn.refuse()
             except asyncio.CancelledError:
@@ -174,3 +152,21 @@ class HTTPServer:
                 self.limits.max_connections,
                 client,
             )
+
+
+def set_nodelay(writer: asyncio.StreamWriter) -> None:
+    """Disable Nagle so each flushed SSE event leaves at once (asyncio does too; be sure)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def format_address(addr: object) -> str:
+    """``host:port`` of a socket address for the log (``[host]:port`` for IPv6)."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr)
