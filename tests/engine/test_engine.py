@@ -5,6 +5,8 @@ import asyncio
 import pytest
 from mlx_lm.utils import load
 
+from tests.engine.steps import stats_at_each_step
+from tests.waiting import wait_for
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.types import (
     EngineError,  # noqa: F401  (documented failure type)
@@ -36,7 +38,9 @@ async def collect(stream):
     return "".join(texts), last
 
 
-def test_sequences_with_different_parameters_share_the_batch(engine):
+def test_sequences_with_different_parameters_share_the_batch(engine, monkeypatch):
+    seen = stats_at_each_step(monkeypatch, engine)
+
     async def main():
         greedy = SamplingParams(temperature=0.0, logit_bias={2: -100.0})
         seeded = SamplingParams(temperature=0.9, top_p=0.9, seed=7, logit_bias={2: -100.0})
@@ -48,7 +52,8 @@ def test_sequences_with_different_parameters_share_the_batch(engine):
 
     (greedy_text, greedy_last), (seeded_text, seeded_last) = asyncio.run(main())
     assert greedy_last.finish_reason == "length" and greedy_last.completion_tokens == 12
-    assert seeded_last.finish_reason == "length"
+    assert seeded_last.finish_reason == "length" and seeded_last.completion_tokens == 12
+    assert max(stats.running for stats in seen) == 2  # both in one step's batch
     assert engine.stats().running == 0 and engine.stats().queued == 0
 
 
@@ -77,15 +82,11 @@ def test_full_queue_refuses_and_cancel_frees_the_slot(engine):
             engine.submit(long)
         for s in streams:
             s.cancel()
-        for _ in range(200):
-            stats = engine.stats()
-            if stats.running == 0 and stats.queued == 0:
-                return stats
-            await asyncio.sleep(0.01)
-        return engine.stats()
 
-    stats = asyncio.run(main())
-    assert (stats.running, stats.queued) == (0, 0)
+    asyncio.run(main())
+    wait_for(lambda: engine.stats().running == 0 and engine.stats().queued == 0,
+             what="the cancelled sequences to free their slots")
+    assert engine.stats().kv_reserved_bytes == 0
 
 
 def test_stop_string_ends_generation_without_leaking(engine):

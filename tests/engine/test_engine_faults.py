@@ -9,11 +9,12 @@ import json
 import logging
 import threading
 
+import mlx.core as mx
 import pytest
 
 from tests.conftest import TINY
 from tests.openai.http_client import request
-from tests.openai.test_errors import wait_for
+from tests.waiting import wait_for
 from triton_mlx.engine import sampling
 from triton_mlx.engine.stop_strings import StopStringMatcher
 
@@ -55,10 +56,10 @@ class Fault:
                     super().__init__(stop)
                     self._raise = fault._raiser() if "zz-never-zz" in stop else None
 
-                def feed(self, text):
+                def feed(self, text, may_stop=True):
                     if self._raise is not None:
                         self._raise(text)
-                    return super().feed(text)
+                    return super().feed(text, may_stop)
 
             monkeypatch.setattr("triton_mlx.engine.engine.StopStringMatcher", FailingMatcher)
 
@@ -73,15 +74,9 @@ class Fault:
                 raise Injected(f"planted failure in the {self.where}")
             if self.where == "logits_processor":
                 return args[-1]  # the logits, unchanged
-            return _argmax(args[-1]) if self.where == "sampler" else None
+            return mx.argmax(args[-1], axis=-1) if self.where == "sampler" else None
 
         return fail
-
-
-def _argmax(logprobs):
-    import mlx.core as mx
-
-    return mx.argmax(logprobs, axis=-1)
 
 
 @pytest.fixture

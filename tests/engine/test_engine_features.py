@@ -1,11 +1,11 @@
 """Prefix cache, n choices, logprobs and memory admission, on the engine itself."""
 
 import asyncio
-import threading
 
 import pytest
 from mlx_lm.utils import load
 
+from tests.engine.steps import stats_at_each_step
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.kv_budget import KVBudget
 from triton_mlx.engine.types import GenerationRequest, RequestTooLargeError, SamplingParams
@@ -117,22 +117,12 @@ def test_logprobs_cover_every_token_with_sorted_alternatives(plain_engine):
         assert entry.token == entry.top[0][0]  # greedy picks the most likely token
 
 
-def test_memory_admission_queues_what_does_not_fit_now(tiny_repository):
+def test_memory_admission_queues_what_does_not_fit_now(tiny_repository, monkeypatch):
     engine = make_engine(tiny_repository)
     try:
         per_sequence = engine.budget.need(40 + 30)
         engine.budget = KVBudget(engine.budget.bytes_per_token, 2 * per_sequence)
-        peak, done = [0], threading.Event()
-
-        def watch():
-            while not done.is_set():
-                stats = engine.stats()
-                peak[0] = max(peak[0], stats.running)
-                assert stats.kv_reserved_bytes <= stats.kv_budget_bytes
-                done.wait(0.001)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
+        seen = stats_at_each_step(monkeypatch, engine)
         prompt = list(range(10, 50))
 
         async def main():
@@ -141,10 +131,10 @@ def test_memory_admission_queues_what_does_not_fit_now(tiny_repository):
             return await asyncio.gather(*(collect(s) for s in streams))
 
         results = asyncio.run(main())
-        done.set()
-        watcher.join()
         assert all(outputs[-1].completion_tokens == 30 for _, outputs in results)
-        assert peak[0] == 2
+        assert max(stats.running for stats in seen) == 2  # 4 slots, memory for 2
+        assert all(stats.kv_reserved_bytes <= stats.kv_budget_bytes for stats in seen)
+        assert engine.stats().kv_reserved_bytes == 0
         with pytest.raises(RequestTooLargeError, match="MiB"):
             engine.submit(GenerationRequest(prompt, 2000, GREEDY))
     finally:

@@ -42,3 +42,19 @@ def test_no_stop_strings_passes_text_through():
 def test_any_split_of_the_text_gives_the_same_result(cut):
     text = "one two STOP three"
     assert run(["STOP"], [text[:cut], text[cut:]]) == ("one two ", True)
+
+
+def test_before_min_tokens_stop_strings_pass_through_but_a_start_of_one_waits():
+    matcher = StopStringMatcher(["STOP"])
+    assert matcher.feed("a STOP b ST", may_stop=False) == ("a STOP b ", False)
+    assert matcher.feed("OP c", may_stop=True) == ("", True)  # the held "ST" completes it
+
+
+def test_a_stop_string_completed_before_min_tokens_does_not_end_it_later():
+    matcher = StopStringMatcher(["ab", "b"])
+    assert matcher.feed("xa", may_stop=False) == ("x", False)  # "a" may begin "ab"
+    assert matcher.feed("b", may_stop=False) == ("ab", False)  # "ab" and "b" pass
+    assert matcher.feed("cb", may_stop=True) == ("c", True)  # the first one after counts
+    held = StopStringMatcher(["abc", "b"])
+    assert held.feed("ab", may_stop=False) == ("", False)  # "ab" may begin "abc"; holds "b"
+    assert held.feed("x", may_stop=True) == ("abx", False)  # that "b" came too early

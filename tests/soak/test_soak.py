@@ -240,7 +240,7 @@ def test_soak(start_server, tiny_repository):
     assert not soak.failures, "\n".join(soak.failures[:10])
     assert soak.completed + soak.left == len(jobs) and soak.left > 0
     assert stats.kv_reserved_bytes == 0
-    assert not engine._by_stream and not engine._waiting and engine._unforked == 0
+    assert engine._scheduler.idle and not engine._by_uid
     assert memory_after <= memory_before + MEMORY_TOLERANCE
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import mlx.core as mx
+from mlx_lm.models.cache import make_prompt_cache
+
 CHUNK_TOKENS = 512
 """Positions per forward call; bounds the attention scores held at once."""
 
@@ -19,8 +22,6 @@ CHUNK_TOKENS = 512
 def hidden_size(model: Any) -> int:
     """The embedding width, found by running the body on one token; raises if the
     architecture has no ``model.model`` body that returns (batch, length, hidden) states."""
-    import mlx.core as mx
-
     body = getattr(model, "model", None)
     if body is None or not callable(body):
         raise TypeError(f"{type(model).__module__} has no transformer body (model.model)")
@@ -30,10 +31,8 @@ def hidden_size(model: Any) -> int:
     return int(hidden.shape[-1])
 
 
-def mean_pooled(model: Any, chunk: int = CHUNK_TOKENS) -> Callable[[Any, Any], Any]:
-    """The ``(ids, mask) -> vectors`` forward for ``batching.run_round``."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import make_prompt_cache
+def mean_pooled(model: Any, chunk: int = CHUNK_TOKENS) -> Callable[[mx.array, mx.array], mx.array]:
+    """The ``(ids, mask) -> vectors`` forward for ``batching.Round``."""
 
     def forward(ids: mx.array, mask: mx.array) -> mx.array:
         cache = make_prompt_cache(model)

@@ -2,14 +2,25 @@
 
 Each running sequence reserves the KV bytes its prompt plus ``max_tokens`` can grow to
 (rounded up to the cache's allocation step), so the sum of reservations never exceeds the
-budget and a burst of long requests waits in the queue instead of running out of memory.
+budget and a burst of long requests waits in the queue instead of running out of memory. The
+budget is what the memory limit leaves once the weights are in, less some headroom; the bytes
+per token are measured on the model itself.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.models.cache import make_prompt_cache
 
 CACHE_STEP = 256  # mlx-lm's KVCache grows its buffers in steps of this many tokens
+HEADROOM = 0.1  # share of the memory budget kept free for activations and MLX's buffers
+
+logger = logging.getLogger("triton_mlx.engine")
 
 
 class KVBudget:
@@ -35,3 +46,30 @@ class KVBudget:
 
     def release(self, need: int) -> None:
         self.reserved_bytes -= need
+
+
+def measure_budget(model: Any, stream: Any, memory_budget_bytes: int | None,
+                   name: str) -> KVBudget:
+    """KV bytes per token (measured on a one-token cache) and the bytes left for KV caches
+    once the weights are in memory; on the model's thread, after loading."""
+    with mx.stream(stream):
+        cache = make_prompt_cache(model)
+        model(mx.array([[0]]), cache=cache)
+        mx.eval([c.state for c in cache])
+    allocated = max(getattr(getattr(cache[0], "keys", None), "shape", (1, 1, 1))[2], 1)
+    bytes_per_token = max(sum(c.nbytes for c in cache) // allocated, 1)
+    del cache
+    total = memory_budget_bytes or _default_memory_budget()
+    free = int(total * (1 - HEADROOM)) - mx.get_active_memory()
+    logger.info("model %s: %.0f MiB for KV caches (%d bytes per token, budget %.0f MiB)",
+                name, free / 2**20, bytes_per_token, total / 2**20)
+    return KVBudget(bytes_per_token=bytes_per_token, budget_bytes=free)
+
+
+def _default_memory_budget() -> int:
+    """Without ``--max-memory-gb``: the GPU's recommended working set, else half the RAM."""
+    info = mx.device_info()
+    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
+        if info.get(key):
+            return int(info[key])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2

@@ -6,11 +6,11 @@ import os
 import resource
 import sys
 
+import mlx.core as mx
+
 
 def mlx_memory() -> dict[str, float]:
     """Bytes MLX holds now (active), at most so far (peak) and keeps for reuse (cache)."""
-    import mlx.core as mx
-
     return {
         "mlx_active": float(mx.get_active_memory()),
         "mlx_peak": float(mx.get_peak_memory()),
@@ -30,6 +30,4 @@ def process_resident_bytes() -> float:
 
 def set_memory_limit(gigabytes: float) -> None:
     """Cap what MLX may allocate; MLX waits for memory to free up rather than exceeding it."""
-    import mlx.core as mx
-
     mx.set_memory_limit(int(gigabytes * 1024**3))

@@ -16,6 +16,9 @@
 ``--runtime-profile auto`` takes ``cpu-fast`` on a CPU when an optimized BLAS is loaded and the
 dense float32 weights fit the memory budget, else ``cpu-small``; ``fast`` and ``small`` force one
 on a CPU and change nothing on a GPU.
+
+MLX and mlx-lm are imported inside the functions that use them, on purpose: the command line
+imports ``PROFILE_CHOICES`` from here and parses its arguments without loading MLX.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ batch step sample them in a single call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, greedy_sampler
@@ -65,6 +65,21 @@ def make_logits_processors(params: SamplingParams, prompt_length: int) -> list[L
     if params.repetition_penalty != 1.0:
         processors.append(_repetition_penalty(params.repetition_penalty))
     return processors
+
+
+def suppress_until(
+    token_ids: Iterable[int], min_tokens: int, prompt_length: int
+) -> LogitsProcessor:
+    """vLLM's ``min_tokens``: until ``min_tokens`` tokens are generated, none of ``token_ids``
+    (the end-of-sequence tokens) can be sampled; their logits are -inf."""
+    ids = mx.array(sorted(token_ids))
+
+    def apply(tokens: mx.array, logits: mx.array) -> mx.array:
+        if tokens.size - prompt_length >= min_tokens:
+            return logits
+        return logits.at[:, ids].minimum(-mx.inf)
+
+    return apply
 
 
 def _output_penalty(params: SamplingParams, prompt_length: int) -> LogitsProcessor:

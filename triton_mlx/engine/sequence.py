@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import mlx.core as mx
 
 from triton_mlx.engine.detokenizer import IncrementalDetokenizer
+from triton_mlx.engine.fault_trap import FaultTrap
 from triton_mlx.engine.stop_strings import StopStringMatcher
+from triton_mlx.engine.stream import GenerationStream
 from triton_mlx.engine.types import GenerationOutput, GenerationRequest, TokenLogprob
 
-if TYPE_CHECKING:
-    from triton_mlx.engine.engine import GenerationStream
-    from triton_mlx.engine.fault_trap import FaultTrap
 
-
-@dataclass
+@dataclass(eq=False)
 class Sequence:
-    """One sequence in the batch: decoding, stop strings, logprobs and its accounting."""
+    """One sequence in the batch: decoding, stop strings, logprobs and its token count."""
 
     stream: GenerationStream
     detokenizer: IncrementalDetokenizer
@@ -24,10 +24,7 @@ class Sequence:
     uid: int = -1
     completion_tokens: int = 0
     cached_tokens: int = 0
-    reserved_bytes: int = 0
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
-    followers: list[GenerationStream] = field(default_factory=list)
-    """Siblings of an ``n`` > 1 request, waiting to fork this sequence's prompt cache."""
     trap: FaultTrap | None = None
     """Records an exception raised by this sequence's sampler or logits processors."""
 
@@ -41,7 +38,9 @@ class Sequence:
         """Take one generated token; return (output to send or None, stopped by a stop string).
 
         ``finish_reason`` is the batch generator's: "stop" for an end-of-sequence token (which
-        is not part of the text), "length" at ``max_tokens``, else None.
+        is not part of the text), "length" at ``max_tokens``, else None. With ``ignore_eos``
+        the generator does not stop at one: it arrives here as a plain token. Stop strings
+        count from the ``min_tokens``-th token on (vLLM's rule).
         """
         self.completion_tokens += 1
         if finish_reason == "stop":
@@ -53,7 +52,8 @@ class Sequence:
             text = self.detokenizer.add(token)
             if finish_reason == "length":
                 text += self.detokenizer.flush()
-        text, stopped = self.stop.feed(text)
+        may_stop = self.completion_tokens >= self.request.min_tokens
+        text, stopped = self.stop.feed(text, may_stop)
         finish = "stop" if stopped else finish_reason
         if finish is not None and not stopped:
             text += self.stop.flush()
@@ -70,11 +70,9 @@ class Sequence:
         return output, stopped
 
 
-def _token_logprob(token: int, logprobs: Any, top: int) -> TokenLogprob:
+def _token_logprob(token: int, logprobs: mx.array, top: int) -> TokenLogprob:
     """The chosen token's log probability and the ``top`` most likely tokens, from the
     step's normalised log probabilities (an MLX vector over the vocabulary)."""
-    import mlx.core as mx
-
     chosen = float(logprobs[token].item())
     if top <= 0:
         return TokenLogprob(token, chosen)

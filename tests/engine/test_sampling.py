@@ -1,0 +1,201 @@
+"""The sampling maths of one sequence, checked against a direct numpy computation.
+
+Logits processors are called as the batch step calls them: the sequence's tokens so far
+(prompt, then generated) and logits of shape (1, vocab). Samplers get the normalised log
+probabilities; what they draw from is what they pass to ``mx.random.categorical``, which the
+tests capture.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_lm.sample_utils import greedy_sampler
+
+from triton_mlx.engine import sampling
+from triton_mlx.engine.types import SamplingParams
+
+VOCAB = 12
+PROMPT = [3, 3, 5]
+GENERATED = [5, 7, 7, 7, 9]
+
+
+def random_logits(seed: int = 0) -> np.ndarray:
+    """Distinct values of both signs, so ranks and the repetition penalty's rule are clear."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(np.linspace(-3.0, 3.0, VOCAB)).astype(np.float32)[None, :]
+
+
+def process(params: SamplingParams, tokens: list[int], logits: np.ndarray,
+            prompt_length: int = len(PROMPT)) -> np.ndarray:
+    result = mx.array(logits.copy())
+    for processor in sampling.make_logits_processors(params, prompt_length):
+        result = processor(mx.array(tokens), result)
+    return np.array(result)
+
+
+def counts(tokens: list[int]) -> np.ndarray:
+    return np.bincount(np.array(tokens, dtype=np.int64), minlength=VOCAB).astype(np.float32)
+
+
+def test_no_parameter_no_processor():
+    assert sampling.make_logits_processors(SamplingParams(), len(PROMPT)) == []
+
+
+@pytest.mark.parametrize(("frequency", "presence"), [(0.5, 0.0), (0.0, 1.5), (0.7, -0.4)])
+def test_frequency_and_presence_penalties_count_generated_tokens_only(frequency, presence):
+    logits = random_logits()
+    params = SamplingParams(frequency_penalty=frequency, presence_penalty=presence)
+    generated = counts(GENERATED)
+    expected = logits - (frequency * generated + presence * (generated > 0))[None, :]
+    got = process(params, PROMPT + GENERATED, logits)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[0, 3] == logits[0, 3]  # a prompt-only token keeps its logit
+    # Before any token is generated nothing is penalised, however often the prompt repeats.
+    np.testing.assert_array_equal(process(params, PROMPT, logits), logits)
+
+
+@pytest.mark.parametrize("penalty", [1.3, 0.8])
+def test_repetition_penalty_covers_prompt_and_output_by_sign(penalty):
+    logits = random_logits(1)
+    seen = np.zeros(VOCAB, dtype=bool)
+    seen[PROMPT + GENERATED] = True
+    expected = logits.copy()
+    row = expected[0]
+    row[seen] = np.where(row[seen] < 0, row[seen] * penalty, row[seen] / penalty)
+    got = process(SamplingParams(repetition_penalty=penalty), PROMPT + GENERATED, logits)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert (got[0, ~seen] == logits[0, ~seen]).all()
+
+
+def test_logit_bias_adds_to_the_named_tokens():
+    logits = random_logits(2)
+    bias = {0: 5.0, 4: -100.0, 11: 0.25}
+    expected = logits.copy()
+    for token, value in bias.items():
+        expected[0, token] += value
+    got = process(SamplingParams(logit_bias=bias), PROMPT, logits)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_min_tokens_masks_end_of_sequence_until_enough_are_generated():
+    logits = random_logits(3)
+    eos = [2, 10]
+    suppress = sampling.suppress_until(eos, min_tokens=3, prompt_length=len(PROMPT))
+    for generated in range(3):  # sampling the 1st, 2nd and 3rd tokens
+        tokens = mx.array(PROMPT + GENERATED[:generated])
+        got = np.array(suppress(tokens, mx.array(logits)))
+        assert np.isneginf(got[0, eos]).all()
+        others = [t for t in range(VOCAB) if t not in eos]
+        np.testing.assert_array_equal(got[0, others], logits[0, others])
+    tokens = mx.array(PROMPT + GENERATED[:3])  # sampling the 4th: anything goes
+    np.testing.assert_array_equal(np.array(suppress(tokens, mx.array(logits))), logits)
+
+
+# ----- samplers -----------------------------------------------------------------------------
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+@pytest.fixture
+def drawn_from(monkeypatch):
+    """What each sampler call draws from: the argument of ``mx.random.categorical``."""
+    seen: list[np.ndarray] = []
+
+    def categorical(logits, key=None):
+        seen.append(np.array(logits))
+        return mx.argmax(logits, axis=-1)
+
+    monkeypatch.setattr(mx.random, "categorical", categorical)
+    return seen
+
+
+def draw(params: SamplingParams, logprobs: np.ndarray, drawn_from: list) -> np.ndarray:
+    sampler = sampling.make_sampler(params, VOCAB)
+    sampler(mx.array(logprobs))
+    assert len(drawn_from) == 1
+    return drawn_from.pop()
+
+
+def kept_only(logprobs: np.ndarray, keep: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return np.where(keep, logprobs, -np.inf) / temperature
+
+
+def test_temperature_zero_is_argmax():
+    sampler = sampling.make_sampler(SamplingParams(temperature=0.0), VOCAB)
+    assert sampler is greedy_sampler  # one shared object: greedy rows sample in one call
+    logprobs = log_softmax(random_logits(4))
+    assert int(sampler(mx.array(logprobs)).item()) == int(np.argmax(logprobs))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_temperature_divides_the_log_probabilities(temperature, drawn_from):
+    logprobs = log_softmax(random_logits(5))
+    got = draw(SamplingParams(temperature=temperature), logprobs, drawn_from)
+    np.testing.assert_allclose(got, logprobs / temperature, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, VOCAB - 1])
+def test_top_k_keeps_the_k_most_likely(k, drawn_from):
+    logprobs = log_softmax(random_logits(6))
+    keep = logprobs >= np.sort(logprobs[0])[-k]
+    got = draw(SamplingParams(top_k=k), logprobs, drawn_from)
+    np.testing.assert_allclose(got, kept_only(logprobs, keep), rtol=1e-5)
+    assert keep.sum() == k
+
+
+def test_top_k_of_the_whole_vocabulary_filters_nothing(drawn_from):
+    logprobs = log_softmax(random_logits(6))
+    got = draw(SamplingParams(top_k=VOCAB), logprobs, drawn_from)
+    np.testing.assert_allclose(got, logprobs, rtol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.3, 0.6, 0.95])
+def test_top_p_keeps_the_smallest_set_reaching_p(p, drawn_from):
+    logprobs = log_softmax(random_logits(7))
+    probs = np.exp(logprobs[0].astype(np.float64))
+    mass_above = np.array([probs[probs > q].sum() for q in probs])
+    keep = (mass_above < p)[None, :]  # a token is in while the likelier ones fall short of p
+    got = draw(SamplingParams(top_p=p), logprobs, drawn_from)
+    np.testing.assert_allclose(got, kept_only(logprobs, keep), rtol=1e-5)
+    assert probs[keep[0]].sum() >= p and 0 < keep.sum() < VOCAB
+
+
+@pytest.mark.parametrize("min_p", [0.05, 0.3])
+def test_min_p_keeps_tokens_at_least_min_p_times_the_likeliest(min_p, drawn_from):
+    logprobs = log_softmax(random_logits(8))
+    probs = np.exp(logprobs)
+    keep = probs >= min_p * probs.max()
+    got = draw(SamplingParams(min_p=min_p), logprobs, drawn_from)
+    np.testing.assert_allclose(got, kept_only(logprobs, keep), rtol=1e-5)
+    assert 0 < keep.sum() < VOCAB
+
+
+def test_filters_then_temperature(drawn_from):
+    """The filters apply to the log probabilities as they come; the temperature scales what
+    survives them."""
+    logprobs = log_softmax(random_logits(9))
+    probs = np.exp(logprobs[0].astype(np.float64))
+    mass_above = np.array([probs[probs > q].sum() for q in probs])
+    keep = (mass_above < 0.9) & (probs >= 0.1 * probs.max())
+    keep &= probs >= np.sort(probs[keep])[-min(4, keep.sum())]
+    params = SamplingParams(temperature=0.7, top_p=0.9, min_p=0.1, top_k=4)
+    got = draw(params, logprobs, drawn_from)
+    np.testing.assert_allclose(got, kept_only(logprobs, keep[None, :], 0.7), rtol=1e-5)
+
+
+def test_a_seed_repeats_its_draws_and_another_seed_differs():
+    logprobs = mx.array(np.zeros((1, VOCAB), dtype=np.float32) - math.log(VOCAB))
+
+    def draws(seed: int) -> list[int]:
+        sampler = sampling.make_sampler(SamplingParams(temperature=1.0, seed=seed), VOCAB)
+        return [int(sampler(logprobs).item()) for _ in range(20)]
+
+    assert draws(1) == draws(1)
+    assert draws(1) != draws(2)
