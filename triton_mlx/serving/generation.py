@@ -12,15 +12,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from triton_mlx.engine.stream import GenerationStream
 from triton_mlx.engine.types import EngineError, GenerationOutput, TokenLogprob
 from triton_mlx.observability.inference_stats import CANCELED, InferenceTiming
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.serving.errors import engine_failed
-
-if TYPE_CHECKING:  # only for annotations: the stream is the engine's
-    from triton_mlx.engine.stream import GenerationStream
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from triton_mlx.config import ServerConfig
+from triton_mlx.engine.stream import GenerationStream
 from triton_mlx.engine.types import (
     EngineNotRunningError,
     GenerationRequest,
@@ -24,9 +24,6 @@ from triton_mlx.repository.served import ChatModel
 from triton_mlx.serving.errors import RequestError, invalid, not_ready, queue_full
 from triton_mlx.serving.generation import Generation
 from triton_mlx.serving.parameters import GenerationParams
-
-if TYPE_CHECKING:  # only for annotations: the stream is the engine's
-    from triton_mlx.engine.stream import GenerationStream
 
 logger = logging.getLogger("triton_mlx.generation")
 
