@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import socket
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,6 +24,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import TINY, RunningServer, make_config
+from tests.waiting import wait_for
 from triton_mlx.auth import bearer_auth
 from triton_mlx.http import Headers, Request, Response
 from triton_mlx.observability.logs import HumanFormatter, JsonFormatter
@@ -313,10 +313,7 @@ def test_key_and_prompt_stay_out_of_the_logs(keyed, all_logs):
         return [r for r in all_logs.records if r.name == "triton_mlx.access"]
 
     # The capture saw the requests (each access line is written just after its response).
-    deadline = time.monotonic() + 10
-    while len(access()) < len(statuses) + 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(access()) >= len(statuses) + 1
+    wait_for(lambda: len(access()) >= len(statuses) + 1, what="an access line per request")
     assert {getattr(r, "status", None) for r in access()} >= {200, 400, 401, 404}
     prompt_lines = []
     for record in all_logs.records:

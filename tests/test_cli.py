@@ -6,12 +6,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from tests.conftest import TINY
+from tests.waiting import wait_for
 
 FLAGS = ["--model-repository", "--host", "--openai-port", "--http-port", "--log-level",
          "--max-memory-gb", "--default-max-tokens", "--chat-template", "--model-control-mode",
@@ -78,6 +78,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ready(port: int, process: subprocess.Popen) -> bool:
+    """Whether the server answers its readiness route with 200; fails at once if it exited."""
+    assert process.poll() is None, f"the server exited with status {process.returncode}"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health/ready") as answer:
+            return answer.status == 200
+    except OSError:  # not listening yet, or 503 (an HTTPError) while the model loads
+        return False
+
+
 def test_serves_with_json_logs_and_exits_cleanly_on_sigterm(tiny_repository):
     port = free_port()
     env = {**os.environ, "TRITON_MLX_API_KEY": "k3y"}
@@ -88,15 +98,7 @@ def test_serves_with_json_logs_and_exits_cleanly_on_sigterm(tiny_repository):
         stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health/ready") as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                assert time.time() < deadline and process.poll() is None
-                time.sleep(0.2)
+        wait_for(lambda: ready(port, process), timeout=60, what="the server to be ready")
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/models",
             headers={"Authorization": "Bearer k3y", "X-Request-ID": "trace-me-42"},

@@ -12,12 +12,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from tests.conftest import TINY
 from tests.tiny_model import build_tiny_model
+from tests.waiting import wait_for
 
 NO_EOS = {"2": -100}
 LISTENING = re.compile(r"(OpenAI API|Triton HTTP API|metrics) listening on http://[^:]+:(\d+)")
@@ -116,10 +116,7 @@ def test_signal_lets_the_request_in_flight_finish_then_exits_0(repository, start
     response = open_stream(server.ports["OpenAI API"], max_tokens)
     server.process.send_signal(sig)
     for port in server.ports.values():
-        deadline = time.monotonic() + 10
-        while not refused(port):
-            assert time.monotonic() < deadline, f"port {port} still takes connections"
-            time.sleep(0.05)
+        wait_for(lambda port=port: refused(port), what=f"port {port} to refuse connections")
     assert server.process.poll() is None  # still finishing the request
 
     data = response.read()
@@ -147,10 +144,7 @@ def test_a_second_signal_cuts_the_requests_in_flight_at_once(repository, start):
     server = start(repository, "--exit-timeout-secs", "120")
     response = open_stream(server.ports["OpenAI API"], 8000)  # many seconds of tokens
     server.process.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 30
-    while "shutting down" not in server.log:
-        assert time.monotonic() < deadline, server.log[-2000:]
-        time.sleep(0.05)
+    wait_for(lambda: "shutting down" in server.log, what="the server to log its shutdown")
     server.process.send_signal(signal.SIGINT)  # Ctrl-C twice: do not wait 120 s
     with pytest.raises(http.client.IncompleteRead) as cut:
         response.read()

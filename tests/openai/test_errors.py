@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import TINY
 from tests.openai.http_client import request
 from tests.tiny_model import build_tiny_model
+from tests.waiting import wait_for
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -170,22 +171,13 @@ def test_queue_full_is_429_with_retry_after(tiny_repository, start_server):
                      b"application/json\r\nContent-Length: %d\r\n\r\n" % len(long) + long)
         held.append(sock)
     engine = server.engine()
-    wait_for(lambda: engine.stats().running == 1 and engine.stats().queued == 1)
+    wait_for(lambda: engine.stats().running == 1 and engine.stats().queued == 1,
+             what="one request running and one queued")
     status, headers, answer = request(server.port, "POST", "/v1/completions",
                                       {"model": TINY, "prompt": "Hello", "max_tokens": 2})
     assert_error(status, answer, 429, words=("busy",))
     assert headers["retry-after"] == "1"
     for sock in held:
         sock.close()
-    wait_for(lambda: engine.stats().running == 0 and engine.stats().queued == 0)
-
-
-def wait_for(condition, timeout=30.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    wait_for(lambda: engine.stats().running == 0 and engine.stats().queued == 0,
+             what="the held requests to end")

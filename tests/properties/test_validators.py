@@ -1,97 +1,52 @@
-"""Properties of the request validators of both front-ends, called directly (no sockets).
+"""Whole request bodies through the validators of both front-ends, called directly (no sockets).
 
-For any JSON-like input a validator either accepts it and returns well-typed values within the
-documented bounds, or raises the front-end's own error with a 4xx status. Anything else (a
-``TypeError``, ``OverflowError``, ``ValueError`` ...) would reach the client as a 500.
+Many parameters at once, well-formed or not, and any JSON value as a body: the validator
+accepts exactly what the OpenAPI document's schemas accept (``openapi_oracle.py``), and refuses
+the rest with a 400 naming a parameter the body holds (or a required one it lacks), never with
+another exception, which would reach the client as a 500. Past validation, the model's limits:
+the length to generate and the sampling settings, as the parameters' descriptions state them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
-from hypothesis import assume, example, given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.properties.strategies import (
-    TEXT,
-    around,
-    int_near,
-    json_values,
-    number_near,
+from tests.properties.openapi_oracle import (
+    CHAT,
+    COMPLETION,
+    EMBEDDING,
+    TRITON_PARAMETERS,
+    holds_float,
+    meaning,
+    openai_accepts,
+    properties,
+    schema_accepts,
+    triton_reads,
 )
+from tests.properties.strategies import TEXT, around, int_near, json_values, number_near
 from triton_mlx.config import ServerConfig
-from triton_mlx.http import BodyDecodeError, Headers, Request
-from triton_mlx.openai import generation as gen
 from triton_mlx.openai.embeddings import MAX_INPUTS, _inputs
-from triton_mlx.openai.errors import OpenAIError
-from triton_mlx.openai.validation import (
+from triton_mlx.openai.errors import error_body
+from triton_mlx.openai.validation import MAX_PROMPTS, ChatParams, parse_chat, parse_completion
+from triton_mlx.serving.errors import RequestError
+from triton_mlx.serving.parameters import (
     MAX_CHOICES,
     MAX_LOGPROBS,
-    MAX_PROMPTS,
     MAX_STOP_STRINGS,
-    ChatParams,
-    CompletionParams,
     GenerationParams,
-    parse_chat,
-    parse_completion,
 )
-from triton_mlx.triton import sampling, signature, tensors
-from triton_mlx.triton.app import _model_path
+from triton_mlx.serving.requests import resolve_max_tokens, sampling_params
+from triton_mlx.triton import sampling
 from triton_mlx.triton.errors import TritonError
-from triton_mlx.triton.generate_request import parse_generate
 from triton_mlx.triton.inference import request_sampling_parameters
-
-# ----- helpers -----------------------------------------------------------------------------
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_real(value: Any, low: float, high: float) -> bool:
-    return isinstance(value, float) and math.isfinite(value) and low <= value <= high
-
-
-def valid_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def assert_client_error(exc: OpenAIError | TritonError) -> None:
-    assert 400 <= exc.status < 500, (exc.status, exc.message)
-    assert isinstance(exc.message, str) and exc.message
-    json.dumps(exc.body())  # the error body itself must serialize
-
-
-def assert_generation_params(p: GenerationParams) -> None:
-    """The documented bounds of every shared sampling and length parameter."""
-    assert isinstance(p.model, str) and p.model
-    assert p.temperature is None or is_real(p.temperature, 0.0, 2.0)
-    assert is_real(p.top_p, 0.0, 1.0)
-    assert is_int(p.top_k) and p.top_k >= 0
-    assert is_real(p.min_p, 0.0, 1.0)
-    assert p.max_tokens is None or (is_int(p.max_tokens) and p.max_tokens >= 1)
-    assert isinstance(p.stop, list) and len(p.stop) <= MAX_STOP_STRINGS
-    assert all(isinstance(s, str) and s for s in p.stop)
-    assert isinstance(p.stream, bool) and isinstance(p.include_usage, bool)
-    assert p.stream or not p.include_usage
-    assert is_real(p.frequency_penalty, -2.0, 2.0)
-    assert is_real(p.presence_penalty, -2.0, 2.0)
-    assert is_real(p.repetition_penalty, 0.0, 10.0) and p.repetition_penalty > 0
-    assert p.seed is None or (is_int(p.seed) and -(2**63) <= p.seed <= 2**64 - 1)
-    for token, weight in p.logit_bias.items():
-        assert is_int(token) and token >= 0
-        assert is_real(weight, -100.0, 100.0)
-    assert is_int(p.n) and 1 <= p.n <= MAX_CHOICES
-    assert p.logprobs is None or (is_int(p.logprobs) and 0 <= p.logprobs <= MAX_LOGPROBS)
-
 
 # ----- strategies of request bodies ----------------------------------------------------------
 
@@ -112,13 +67,14 @@ message = st.fixed_dictionaries(
         "tool_calls": json_values,
     },
 )
-
 COMMON = {
     "temperature": around(number_near(0, 2)),
     "top_p": around(number_near(0, 1)),
     "top_k": around(int_near(-1, 100)),
     "min_p": around(number_near(0, 1)),
-    "max_tokens": around(int_near(1)),
+    "max_tokens": around(int_near(1, 60)),
+    "min_tokens": around(int_near(0, 60)),
+    "ignore_eos": around(st.booleans()),
     "stop": around(stop_values),
     "stream": around(st.booleans()),
     "stream_options": around(st.fixed_dictionaries({}, optional={
@@ -136,7 +92,7 @@ chat_bodies = st.fixed_dictionaries(
     {"model": around(texts), "messages": around(st.lists(message, max_size=3))},
     optional={
         **COMMON,
-        "max_completion_tokens": around(int_near(1)),
+        "max_completion_tokens": around(int_near(1, 60)),
         "logprobs": around(st.booleans()),
         "top_logprobs": around(int_near(0, MAX_LOGPROBS)),
         "response_format": around(st.sampled_from([{"type": "text"}, {"type": "json_object"}])),
@@ -166,87 +122,84 @@ completion_bodies = st.fixed_dictionaries(
 
 # ----- OpenAI --------------------------------------------------------------------------------
 
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
+
+def assert_refused_for_a_parameter_of(result: Any, body: Any, request: str) -> None:
+    """A 400 whose ``param`` names a parameter of ``body``, or a required one it lacks."""
+    assert isinstance(result, RequestError), f"accepted: {result}"
+    assert result.status == 400, result
+    json.dumps(error_body(result))  # the error body itself must serialize
+    if not isinstance(body, dict):
+        assert result.param is None, result
+        return
+    if result.param not in body:  # an unknown key is named as sent, dots and all
+        named = re.split(r"[.\[]", result.param or "")[0]  # "messages[0].role": messages
+        assert named in set(body) | set(COMPONENTS_REQUIRED[request]), result
+
+
+COMPONENTS_REQUIRED = {CHAT: ("model", "messages"), COMPLETION: ("model", "prompt")}
 USER = [{"role": "user", "content": "hi"}]
+
+
+def outcome(parse, body: Any) -> Any:
+    try:
+        return parse(body)
+    except RequestError as refused:
+        return refused
 
 
 @given(st.one_of(chat_bodies, json_values))
 @example({"model": "m", "messages": USER, "temperature": 10**400})
 @example({"model": "m", "messages": [{"role": ["user"], "content": "hi"}]})
-@example({"model": "m", "messages": USER, "logit_bias": {"9" * 5000: 1}})
 @example({"model": "m", "messages": USER, "logit_bias": {"²": 1, "1": 10**400}})
-def test_chat_validation_accepts_in_bounds_or_answers_400(body):
-    try:
-        params = parse_chat(body)
-    except OpenAIError as exc:
-        assert_client_error(exc)
+@example({"model": "m", "messages": USER, "max_tokens": 5, "min_tokens": 6})
+def test_chat_bodies_are_accepted_exactly_when_the_document_says(body):
+    result = outcome(parse_chat, body)
+    if not openai_accepts(CHAT, body):
+        assert_refused_for_a_parameter_of(result, body, CHAT)
         return
-    assert isinstance(params, ChatParams)
-    assert_generation_params(params)
-    assert params.messages
-    for entry in params.messages:
-        assert entry["role"] in {"system", "user", "assistant", "tool"}
-        assert isinstance(entry["content"], str)
-        assert set(entry) <= {"role", "content", "name"}
-        assert isinstance(entry.get("name", ""), str)
+    assert isinstance(result, ChatParams), result
+    assert result.model == body["model"] and len(result.messages) == len(body["messages"])
+    for sent, entry in zip(body["messages"], result.messages, strict=True):
+        assert entry["role"] == ("system" if sent["role"] == "developer" else sent["role"])
+        content = sent.get("content") or ""
+        if isinstance(content, list):
+            content = "".join(part["text"] for part in content)
+        assert entry["content"] == content
+    assert_generation_matches(CHAT, body, result.generation)
 
 
 @given(st.one_of(completion_bodies, json_values))
-def test_completion_validation_accepts_in_bounds_or_answers_400(body):
-    try:
-        params = parse_completion(body)
-    except OpenAIError as exc:
-        assert_client_error(exc)
+def test_completion_bodies_are_accepted_exactly_when_the_document_says(body):
+    result = outcome(parse_completion, body)
+    if not openai_accepts(COMPLETION, body):
+        assert_refused_for_a_parameter_of(result, body, COMPLETION)
         return
-    assert isinstance(params, CompletionParams)
-    assert_generation_params(params)
-    assert 1 <= len(params.prompts) <= MAX_PROMPTS
-    for prompt in params.prompts:
-        assert isinstance(prompt, str) or (
-            isinstance(prompt, list) and prompt and all(is_int(t) and t >= 0 for t in prompt)
-        )
-    assert isinstance(params.echo, bool)
-    assert not (params.echo and params.logprobs is not None)
+    assert not isinstance(result, RequestError), result
+    assert result.prompts == meaning(COMPLETION, "prompt", body["prompt"])
+    assert result.echo is bool(body.get("echo"))
+    assert result.generation.logprobs == body.get("logprobs")
+    assert_generation_matches(COMPLETION, body, result.generation)
 
 
-def fake_model(vocab: int, context: int | None, limit: int | None, temperature: float | None):
-    return SimpleNamespace(vocab_size=vocab, context_length=context, max_tokens_limit=limit,
-                           default_temperature=temperature)
+GENERATION = {field.name for field in dataclasses.fields(GenerationParams)} - {"logprobs"}
+"""The parameters read into :class:`GenerationParams` under their own name (``logprobs`` is
+read from two parameters, checked by each test)."""
 
 
-@given(
-    body=completion_bodies,
-    vocab=st.integers(1, 400),
-    context=st.one_of(st.none(), st.integers(1, 64)),
-    limit=st.one_of(st.none(), st.integers(1, 64)),
-    default_max=st.integers(1, 512),
-    prompt_length=st.integers(1, 80),
-)
-def test_length_and_sampling_resolution_stays_within_the_model_limits(
-    body, vocab, context, limit, default_max, prompt_length
-):
-    """Past validation, the model's limits: a max_tokens that fits, or a 400 saying why."""
-    try:
-        params = parse_completion(body)
-    except OpenAIError:
-        return
-    model = fake_model(vocab, context, limit, None)
-    config = ServerConfig(model_repository=".", default_max_tokens=default_max)
-    try:
-        max_tokens = gen.resolve_max_tokens(model, params, prompt_length, config)
-        settings = gen.sampling_params(model, params)
-    except OpenAIError as exc:
-        assert_client_error(exc)
-        return
-    assert is_int(max_tokens) and max_tokens >= 1
-    if context is not None:
-        assert prompt_length + max_tokens <= context
-    if limit is not None:
-        assert max_tokens <= limit
-    if params.max_tokens is not None:
-        assert max_tokens == params.max_tokens
-    assert all(0 <= t < vocab for t in settings.logit_bias)
-    assert is_real(settings.temperature, 0.0, 2.0)
+def assert_generation_matches(request: str, body: dict, generation: GenerationParams) -> None:
+    """Every generation parameter the body sends is read as what it means."""
+    for name, value in body.items():
+        if value is not None and name in GENERATION:
+            assert getattr(generation, name) == meaning(request, name, value), name
+
+
+def test_a_token_id_longer_than_any_vocabulary_is_refused_naming_logit_bias():
+    result = outcome(parse_chat, {"model": "m", "messages": USER,
+                                  "logit_bias": {"9" * 5000: 1}})
+    assert isinstance(result, RequestError) and result.param == "logit_bias"
 
 
 embedding_inputs = st.one_of(
@@ -260,122 +213,102 @@ embedding_inputs = st.one_of(
 
 
 @given(embedding_inputs)
-def test_embedding_inputs_are_texts_or_token_lists_or_400(value):
-    try:
-        texts_out, ids_out = _inputs(value)
-    except OpenAIError as exc:
-        assert_client_error(exc)
+@example(["x"] * MAX_INPUTS)
+@example(["x"] * (MAX_INPUTS + 1))
+@example([[1]] * (MAX_INPUTS + 1))
+@example([1] * (MAX_INPUTS + 1))
+def test_embedding_inputs_are_accepted_exactly_when_the_document_says(value):
+    result = outcome(_inputs, value)
+    # "input" expects integers (token ids): a float there is refused (info.description).
+    if not schema_accepts(properties(EMBEDDING)["input"], value) or holds_float(value):
+        assert isinstance(result, RequestError) and result.param == "input", result
         return
-    assert (texts_out is None) != (ids_out is None)
-    items = texts_out if texts_out is not None else ids_out
-    assert 1 <= len(items) <= MAX_INPUTS
-    if texts_out is not None:
-        assert all(isinstance(t, str) and t for t in texts_out)
+    assert not isinstance(result, RequestError), result
+    texts_out, ids_out = result
+    if isinstance(value, str) or all(isinstance(item, str) for item in value):
+        assert texts_out == ([value] if isinstance(value, str) else value) and ids_out is None
     else:
-        assert all(isinstance(ids, list) and ids for ids in ids_out)
-        assert all(is_int(t) and t >= 0 for ids in ids_out for t in ids)
+        assert texts_out is None
+        assert ids_out == ([value] if all(is_int(t) for t in value) else value)
 
 
-# ----- JSON decoding, the entry point of every body ------------------------------------------
+# ----- past validation: the model's limits ----------------------------------------------------
 
-def json_texts() -> st.SearchStrategy[bytes]:
-    """Bodies near JSON: valid documents, numbers with thousands of digits, lone surrogate
-    escapes, deep nesting, broken UTF-8, and arbitrary bytes."""
-    documents = json_values.map(lambda v: json.dumps(v, ensure_ascii=False))
-    tricky = st.sampled_from([
-        "1" * 5000, "-" + "9" * 4301, '{"temperature": ' + "1" * 4400 + "}",
-        '"\\ud800"', '{"a": "x\\udfff"}', '["\\ud83d\\ude00"]', '{"\\ud800": 1}',
-        "[" * 5000 + "]" * 5000, '{"a":' * 3000 + "1" + "}" * 3000,
-        "NaN", "-Infinity", "1e999", '"\\u0000"', "",
-    ])
-    text = st.one_of(documents, tricky).map(lambda s: s.encode("utf-8"))
-    return st.one_of(text, st.binary(max_size=64), text.map(lambda b: b[:-1] + b"\xff"))
-
-
-def strings_in(value: Any) -> list[str]:
-    found, stack = [], [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            found.append(item)
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-    return found
+def expected_length(model, params: GenerationParams, prompt_length: int,
+                    default: int) -> int | str:
+    """The tokens to generate, or the parameter a 400 names, as the descriptions state it:
+    max_tokens "defaults to --default-max-tokens trimmed to the model. Beyond the model's
+    max_tokens or its context: 400"; min_tokens is "at most max_tokens"."""
+    context, limit = model.context_length, model.max_tokens_limit
+    room = math.inf if context is None else context - prompt_length
+    if room < 1:
+        return "prompt"  # the prompt alone fills the context
+    if params.max_tokens is not None:
+        fits = params.max_tokens <= min(room, limit or math.inf)
+        return params.max_tokens if fits else "max_tokens"
+    trimmed = int(min(default, room, limit or math.inf))
+    return trimmed if params.min_tokens <= trimmed else "min_tokens"
 
 
-def request_with(body: bytes, version: str | None = None) -> Request:
-    request = Request(method="POST", path="/", raw_path="/", query={}, headers=Headers(),
-                      body=body, request_id="p", client=None, http_version="1.1")
-    request.path_params = {"model": "m"} if version is None else {"model": "m",
-                                                                     "version": version}
-    return request
+generation_settings = st.builds(
+    GenerationParams,
+    temperature=st.one_of(st.none(), st.floats(0, 2)),
+    max_tokens=st.one_of(st.none(), st.integers(1, 80)),
+    min_tokens=st.integers(0, 80),
+    logit_bias=st.dictionaries(st.integers(0, 500), st.floats(-100, 100), max_size=3),
+).filter(lambda p: p.max_tokens is None or p.min_tokens <= p.max_tokens)
 
 
-TRICKY_JSON = [b"1" * 5000, b'{"a": -' + b"9" * 4400 + b"}", b'"\\ud800"', b'["\\udc00x"]',
-               b'{"\\ud800": 1}', b"[" * 5000 + b"]" * 5000]
-
-
-def with_examples(*values):
-    """Pin regressions as explicit examples, run on every profile."""
-    def decorate(test):
-        for value in values:
-            test = example(value)(test)
-        return test
-    return decorate
-
-
-@given(json_texts())
-@with_examples(*TRICKY_JSON)
-def test_request_json_decodes_or_raises_body_decode_error(body):
-    try:
-        value = request_with(body).json()
-    except BodyDecodeError as exc:
-        assert str(exc)
+@given(
+    params=generation_settings,
+    vocab=st.integers(1, 400),
+    context=st.one_of(st.none(), st.integers(1, 64)),
+    limit=st.one_of(st.none(), st.integers(1, 64)),
+    default_temperature=st.one_of(st.none(), st.floats(0, 2)),
+    default_max=st.integers(1, 512),
+    prompt_length=st.integers(1, 80),
+)
+def test_the_model_limits_decide_the_length_and_the_sampling_settings(
+    params, vocab, context, limit, default_temperature, default_max, prompt_length
+):
+    model = SimpleNamespace(vocab_size=vocab, context_length=context, max_tokens_limit=limit,
+                            default_temperature=default_temperature)
+    config = ServerConfig(model_repository=".", default_max_tokens=default_max)
+    expected = expected_length(model, params, prompt_length, default_max)
+    length = outcome(lambda p: resolve_max_tokens(model, p, prompt_length, config), params)
+    if isinstance(expected, str):
+        assert isinstance(length, RequestError) and length.param == expected, length
+    else:
+        assert length == expected
+    settings = outcome(lambda p: sampling_params(model, p), params)
+    if any(token >= vocab for token in params.logit_bias):
+        assert isinstance(settings, RequestError) and settings.param == "logit_bias", settings
         return
-    assert all(valid_unicode(s) for s in strings_in(value)), "a lone surrogate got through"
-
-
-@given(json_texts())
-@with_examples(*TRICKY_JSON)
-def test_triton_json_decodes_or_raises_400(body):
-    for parse in (tensors.parse_json, lambda b: sampling.parse_json_parameters(
-            b.decode("utf-8", "replace"))):
-        try:
-            value = parse(body)
-        except TritonError as exc:
-            assert_client_error(exc)
-            continue
-        assert all(valid_unicode(s) for s in strings_in(value)), "a lone surrogate got through"
+    assert settings.logit_bias == params.logit_bias
+    # temperature: "Defaults to the model's default_temperature, else 1."
+    fallback = 1.0 if default_temperature is None else default_temperature
+    assert settings.temperature == (fallback if params.temperature is None
+                                    else params.temperature)
 
 
 # ----- Triton --------------------------------------------------------------------------------
 
-def as_string(strategy: st.SearchStrategy) -> st.SearchStrategy:
+def spelled_as_strings(strategy: st.SearchStrategy) -> st.SearchStrategy:
     """vLLM's clients send numbers as strings too."""
     return strategy.map(lambda v: v if isinstance(v, str) else json.dumps(v))
 
 
 SAMPLING = {
-    "temperature": around(number_near(0, 2)),
-    "top_p": around(number_near(0, 1)),
-    "top_k": around(int_near(-1, 100)),
-    "min_p": around(number_near(0, 1)),
-    "max_tokens": around(st.one_of(int_near(1), as_string(int_near(1)))),
-    "stop": around(stop_values),
-    "seed": around(st.integers()),
-    "frequency_penalty": around(as_string(number_near(-2, 2))),
-    "presence_penalty": around(number_near(-2, 2)),
-    "repetition_penalty": around(number_near(0, 10)),
-    "logit_bias": around(st.one_of(logit_bias, as_string(logit_bias), st.dictionaries(
+    **{name: COMMON[name] for name in TRITON_PARAMETERS if name in COMMON},
+    "max_tokens": around(st.one_of(int_near(1, 60), spelled_as_strings(int_near(1, 60)))),
+    "frequency_penalty": around(spelled_as_strings(number_near(-2, 2))),
+    "logit_bias": around(st.one_of(logit_bias, spelled_as_strings(logit_bias), st.dictionaries(
         st.sampled_from(["²", "--5", "+5", " 7 ", "1_0", "٣", "9" * 5000, "-0"]),
         number_near(-100, 100), max_size=2))),
     "n": around(st.sampled_from([1, "1", 2, 1.0])),
     "best_of": around(st.sampled_from([1, 2])),
-    "ignore_eos": around(st.sampled_from([False, "false", "True", True])),
-    "min_tokens": around(int_near(0, 2)),
+    "ignore_eos": around(st.sampled_from([False, "false", "True", True, "yes"])),
+    "min_tokens": around(st.one_of(int_near(0, 60), spelled_as_strings(int_near(0, 60)))),
     "include_stop_str_in_output": around(st.booleans()),
     "detokenize": around(st.booleans()),
     "use_beam_search": json_values,
@@ -383,118 +316,66 @@ SAMPLING = {
 sampling_dicts = st.fixed_dictionaries({}, optional=SAMPLING)
 
 
+def triton_outcome(raw: dict[str, Any], source: str) -> GenerationParams | TritonError:
+    try:
+        return sampling.generation_params(raw, source)
+    except TritonError as refused:
+        return refused
+
+
+def assert_triton_decides(raw: dict[str, Any], result: Any) -> None:
+    """Accepted, each parameter read as what it means, exactly when the document says so;
+    otherwise a 400 naming one of the parameters sent."""
+    read = triton_reads(raw)
+    if read is None:
+        assert isinstance(result, TritonError), f"accepted: {result}"
+        assert result.status == 400
+        assert any(name in result.message for name, v in raw.items() if v is not None)
+        return
+    assert not isinstance(result, TritonError), result.message
+    for name, value in read.items():
+        if hasattr(result, name):
+            assert getattr(result, name) == meaning(COMPLETION, name, value), name
+
+
 @given(st.one_of(sampling_dicts, st.dictionaries(TEXT, json_values, max_size=4)))
-@with_examples({"temperature": 10**400}, {"top_p": -(10**4000)}, {"logit_bias": {"²": 1}},
-               {"logit_bias": {"--5": 1}}, {"logit_bias": {"9" * 5000: 1}},
-               {"logit_bias": '{"1": ' + "1" * 5000 + "}"}, {"max_tokens": "9" * 5000},
-               {"n": 10**400}, {"seed": 1e300}, {"ignore_eos": "TRUE"})
-def test_triton_sampling_parameters_accept_in_bounds_or_answer_400(raw):
-    try:
-        params = sampling.generation_params("m", raw, "sampling_parameters")
-    except TritonError as exc:
-        assert_client_error(exc)
-        return
-    assert_generation_params(params)
+@example({"temperature": 10**400})
+@example({"top_p": -(10**4000)})
+@example({"logit_bias": {"²": 1}})
+@example({"logit_bias": '{"1": ' + "1" * 5000 + "}"})
+@example({"max_tokens": "9" * 5000})
+@example({"n": 10**400})
+@example({"seed": 1e300})
+@example({"ignore_eos": "TRUE"})
+def test_triton_sampling_parameters_are_accepted_exactly_when_the_document_says(raw):
+    assert_triton_decides(raw, triton_outcome(raw, "sampling_parameters"))
 
 
-@given(sampling_dicts.map(json.dumps) | st.text(max_size=40))
-def test_triton_sampling_parameters_json_text(text):
-    try:
-        raw = sampling.parse_json_parameters(text)
-        params = sampling.generation_params("m", raw, "sampling_parameters")
-    except TritonError as exc:
-        assert_client_error(exc)
-        return
-    assert_generation_params(params)
+@given(sampling_dicts)
+def test_triton_sampling_parameters_as_json_text(raw):
+    text = json.dumps(raw)
+    assert json.dumps(sampling.parse_json_parameters(text)) == text  # NaN != NaN
+    assert_triton_decides(raw, triton_outcome(raw, "sampling_parameters"))
 
 
+TRITON_OWN = ["sequence_id", "priority", "timeout", "sequence_start", "sequence_end",
+              "binary_data_output", "triton_x", "headers"]
 request_parameters = st.dictionaries(
-    st.one_of(st.sampled_from(["sequence_id", "priority", "timeout", "sequence_start",
-                               "sequence_end", "binary_data_output", "triton_x", "headers"]),
-              st.sampled_from(sorted(SAMPLING)), TEXT),
+    st.one_of(st.sampled_from(TRITON_OWN), st.sampled_from(sorted(SAMPLING)), TEXT),
     st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from(["", "0", "x"])),
     max_size=4,
 )
 
 
 @given(request_parameters)
-def test_triton_request_parameters_feed_sampling_or_answer_400(parameters):
+def test_triton_request_parameters_feed_the_sampling_parameters(parameters):
+    """Without the sampling_parameters input, the request's own parameters are read instead,
+    Triton's (``binary_data_output``, sequences...) taken out first."""
     try:
         raw = request_sampling_parameters(parameters)
-        params = sampling.generation_params("m", raw, "parameters")
-    except TritonError as exc:
-        assert_client_error(exc)
+    except TritonError as refused:
+        assert refused.status == 400 and set(parameters) & set(TRITON_OWN), refused.message
         return
-    assert_generation_params(params)
-    assert not any(name.startswith("triton_") for name in raw)
-
-
-generate_documents = st.fixed_dictionaries(
-    {},
-    optional={
-        "id": around(texts),
-        "text_input": around(st.one_of(texts, st.lists(texts, max_size=2))),
-        "stream": around(st.one_of(st.booleans(), st.lists(st.booleans(), max_size=2))),
-        "exclude_input_in_output": around(st.booleans()),
-        "sampling_parameters": around(sampling_dicts.map(json.dumps)),
-        "parameters": around(st.one_of(sampling_dicts, request_parameters)),
-        "temperature": around(number_near(0, 2)),
-    },
-)
-
-
-@given(st.one_of(generate_documents, json_values))
-def test_generate_request_maps_to_checked_inputs_or_answers_400(document):
-    """The generate extension's whole front half: document -> tensors -> signature -> params."""
-    try:
-        parsed = parse_generate(document)
-        inputs = signature.check_inputs("m", parsed.inputs, parsed.id)
-        if inputs.sampling_parameters is not None:
-            raw = sampling.parse_json_parameters(inputs.sampling_parameters)
-        else:
-            raw = request_sampling_parameters(parsed.parameters)
-        params = sampling.generation_params("m", raw, "parameters")
-    except TritonError as exc:
-        assert_client_error(exc)
-        return
-    assert parsed.id is None or isinstance(parsed.id, str)
-    assert isinstance(inputs.text, str) and valid_unicode(inputs.text)
-    assert isinstance(inputs.stream, bool)
-    assert inputs.exclude_input_in_output in (None, True, False)
-    for value in parsed.parameters.values():
-        assert isinstance(value, str | int | float | bool)
-    assert_generation_params(params)
-
-
-@given(st.one_of(st.text(max_size=8), st.sampled_from(["1", "01", "0001", "²", "١", "9" * 5000,
-                                                        "-1", "+1", " 1"])))
-def test_model_version_in_the_path_is_a_version_or_404(version):
-    try:
-        name, parsed = _model_path(request_with(b"", version))
-    except TritonError as exc:
-        assert exc.status == 404
-        return
-    assert name == "m"
-    assert parsed is not None and parsed.isdigit()
-    assert parsed == "0" or not parsed.startswith("0")
-
-
-@pytest.mark.parametrize("value", ["1" * 5000, "x" * 10, " 12 ", "-3", "²"])
-def test_inference_header_length_is_a_length_or_400(value):
-    try:
-        length = tensors.header_length(value, 100)
-    except TritonError as exc:
-        assert_client_error(exc)
-        return
-    assert 0 <= length <= 100
-
-
-@given(st.text(max_size=12), st.integers(0, 1000))
-def test_inference_header_length_property(value, content_length):
-    try:
-        length = tensors.header_length(value, content_length)
-    except TritonError as exc:
-        assert_client_error(exc)
-        return
-    assume(length is not None)
-    assert is_int(length) and 0 <= length <= content_length
+    assert not set(raw) & set(TRITON_OWN)
+    assert raw == {k: v for k, v in parameters.items() if k not in TRITON_OWN}
+    assert_triton_decides(raw, triton_outcome(raw, "parameters"))

@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import TINY
 from tests.openai.http_client import request
-from tests.repository.test_poll_mode import POLL, Traffic, cards, index, wait_for
+from tests.repository.test_poll_mode import POLL, Traffic, cards, index
 from tests.tiny_model import build_tiny_model
+from tests.waiting import wait_for
 from triton_mlx.repository.repository import folder_fingerprint
 
 NO_EOS = {"2": -100}

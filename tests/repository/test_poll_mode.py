@@ -12,19 +12,10 @@ import openai
 from tests.conftest import TINY
 from tests.openai.http_client import request
 from tests.tiny_model import build_tiny_model
+from tests.waiting import wait_for
 from triton_mlx.repository.repository import folder_fingerprint
 
 POLL = 0.3
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def index(server) -> dict[str, dict]:
@@ -121,7 +112,12 @@ def test_poll_mode_follows_new_changed_and_removed_folders(tmp_path, start_serve
         status, _, body = request(server.port, "POST", "/v1/completions",
                                   {"model": "late", "prompt": "Hi", "max_tokens": 4})
         assert status == 404 and body["error"]["code"] == "model_not_found"
-        time.sleep(2 * POLL)
+        served = len(traffic.statuses)
+        wait_for(lambda: len(traffic.statuses) >= served + 2,
+                 what="requests on the other model after the removal")
+        # The removed model stays gone: two more scans find nothing to load.
+        scans = server.server.watcher.scans
+        wait_for(lambda: server.server.watcher.scans >= scans + 2, what="two more scans")
     assert traffic.statuses and set(traffic.statuses) == {200}
     assert list(index(server)) == [TINY]
 
@@ -145,5 +141,7 @@ def test_none_mode_does_not_follow_the_repository(tmp_path, start_server):
     server = start_server(tmp_path, model_control_mode="none", repository_poll_secs=POLL)
     assert server.server.watcher is None
     shutil.copytree(tmp_path / TINY, tmp_path / "other")
+    # A negative check (the new folder is not picked up): with no watcher there is no scan to
+    # wait for, so a few poll intervals pass by the clock.
     time.sleep(4 * POLL)
     assert list(index(server)) == [TINY]

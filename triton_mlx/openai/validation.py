@@ -124,8 +124,10 @@ def _require_unsupported(data: dict[str, Any], *, chat: bool) -> None:
     fmt = data.get("response_format")
     if fmt is not None and fmt != {"type": "text"}:
         raise unsupported("response_format", "structured output (only {\"type\": \"text\"})")
-    if data.get("tools") not in (None, []) or data.get("tool_choice") not in (None, "none"):
+    if data.get("tools") not in (None, []):
         raise unsupported("tools", "tool calling")
+    if data.get("tool_choice") not in (None, "none"):
+        raise unsupported("tool_choice", "tool calling")
     if data.get("parallel_tool_calls") is not None and not data.get("tools"):
         raise invalid("parallel_tool_calls is only allowed with tools", "parallel_tool_calls")
     if not chat and data.get("suffix") is not None:

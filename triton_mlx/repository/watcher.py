@@ -27,6 +27,8 @@ class RepositoryWatcher:
         self.interval = interval
         self._previous: dict[str, tuple] = {}
         self._task: asyncio.Task | None = None
+        self.scans = 0
+        """Scans completed so far: what a test waits on to know the watcher looked again."""
 
     def start(self) -> None:
         self._previous = {e.name: e.fingerprint for e in self.repository.entries()}
@@ -50,6 +52,7 @@ class RepositoryWatcher:
                 raise
             except Exception:  # a scan that fails must not end polling
                 logger.exception("repository scan failed")
+            self.scans += 1
 
     async def scan(self) -> None:
         """One scan: act on every folder whose fingerprint held still since the last scan."""

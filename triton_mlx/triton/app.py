@@ -370,7 +370,7 @@ def _model_path(request: Request) -> tuple[str, str | None]:
     """(model name, version or None); a version that is not a number is an unknown route."""
     version = request.path_params.get("version")
     if version is not None:
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):  # not "²" or "١"
             raise TritonError(404, "Not Found")
         version = version.lstrip("0") or "0"  # not int(): it refuses over 4300 digits
     return request.path_params["model"], version

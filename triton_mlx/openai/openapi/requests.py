@@ -48,7 +48,7 @@ def parameter_schema(parameter: Parameter, protocol: str) -> dict[str, Any]:
         ]}
     if parameter.kind == "logit_bias":
         return {**described, "type": ["object", "null"],
-                "propertyNames": {"pattern": "^[0-9]+$"},
+                "propertyNames": {"pattern": "^[0-9]+$", "maxLength": 20},
                 "additionalProperties": {"type": "number", "minimum": parameter.minimum,
                                          "maximum": parameter.maximum}}
     bounds: dict[str, Any] = {}
