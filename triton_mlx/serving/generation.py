@@ -26,7 +26,8 @@ class ChoiceDelta:
 
     ``text`` is safe to show (never a partial character or the start of a stop string);
     ``finish_reason`` is set on a choice's last delta only ("stop" or "length"); ``logprobs``
-    covers the tokens since the choice's previous delta, when asked for.
+    covers the tokens since the choice's previous delta, when asked for. Parsed tool calls and
+    reasoning text (issue 11) belong here too, so every front-end receives them the same way.
     """
 
     index: int
