@@ -48,7 +48,7 @@ def test_invalid_json_is_400(tiny_server):
         ("logprobs", 3, ("boolean",)),
         ("top_logprobs", 2, ("requires logprobs",)),
         ("top_logprobs", 21, ("top_logprobs",)),
-        ("response_format", {"type": "json_object"}, ("response_format",)),
+        ("response_format", {"type": "json_xml"}, ("response_format",)),
         ("tools", [{"type": "function", "function": {"name": "f"}}], ("tools",)),
         ("frobnicate", 1, ("frobnicate",)),
     ],

@@ -5,7 +5,9 @@ wrapped in a ``FaultTrap`` so its failure stays its own, and its own stop tokens
 model's end-of-sequence tokens, or none for ``ignore_eos`` (vLLM's extension: such a
 sequence runs to ``max_tokens``). vLLM's ``min_tokens`` adds a processor that masks the
 end-of-sequence tokens until then. A request that uses neither takes the plain path: the
-generator's shared stop tokens and no extra processor.
+generator's shared stop tokens and no extra processor. A request with a ``grammar`` adds a
+processor that keeps it inside the grammar (``constraints``), which then decides where the text
+ends: ``ignore_eos`` does not apply, and the grammar's processor handles ``min_tokens``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
 from triton_mlx.engine import sampling
+from triton_mlx.engine.constraints import GrammarCache
 from triton_mlx.engine.fault_trap import FaultTrap
 from triton_mlx.engine.types import GenerationRequest
 
@@ -47,14 +50,18 @@ def warm_up(generator: BatchGenerator, prompt: list[int], batch_sizes: range) ->
 
 
 def insert(generator: BatchGenerator, request: GenerationRequest, cache: list[Any] | None,
-           cached: int, vocab_size: int, eos_ids: list[int]) -> tuple[int, FaultTrap]:
+           cached: int, vocab_size: int, eos_ids: list[int],
+           grammars: GrammarCache) -> tuple[int, FaultTrap]:
     """Add ``request``'s sequence, starting from ``cache`` (holding its first ``cached``
     prompt tokens) when given; returns its uid and the trap that guards its own code."""
     prompt = list(request.prompt_tokens)
     trap = FaultTrap()
     processors = sampling.make_logits_processors(request.sampling, len(prompt))
-    if request.min_tokens > 0 and eos_ids:
+    if request.grammar is not None:  # last: it sees the logits the others leave
+        processors.append(grammars.processor(request.grammar, len(prompt), request.min_tokens))
+    elif request.min_tokens > 0 and eos_ids:
         processors.append(sampling.suppress_until(eos_ids, request.min_tokens, len(prompt)))
+    ignore_eos = request.ignore_eos and request.grammar is None
     (uid,) = generator.insert(
         [prompt[cached:]],
         max_tokens=[request.max_tokens],
@@ -62,7 +69,7 @@ def insert(generator: BatchGenerator, request: GenerationRequest, cache: list[An
         all_tokens=[prompt[:cached]],
         samplers=[trap.sampler(sampling.make_sampler(request.sampling, vocab_size))],
         logits_processors=[trap.processors(processors)],
-        stop_sequences=[_NO_STOP_TOKENS] if request.ignore_eos else None,
+        stop_sequences=[_NO_STOP_TOKENS] if ignore_eos else None,
     )
     return uid, trap
 

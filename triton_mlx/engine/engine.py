@@ -19,7 +19,8 @@ whose own code fails (``FaultTrap``) fails alone; a failing step fails the batch
 
 End of sequence. The batch generator stops a sequence at an end-of-sequence token, except with
 ``ignore_eos``; ``min_tokens`` masks those tokens until then (``batch_generator``), and stop
-strings count from then on (``Sequence``).
+strings count from then on (``Sequence``). A request's grammar masks every token it refuses and
+decides where the text ends (``constraints``); each grammar compiles once per model.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import mlx.core as mx
 
 from triton_mlx.engine import batch_generator
+from triton_mlx.engine.constraints import GrammarCache
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.embedding_lane import EmbeddingLane
 from triton_mlx.engine.kv_budget import KVBudget, measure_budget
@@ -108,6 +110,7 @@ class Engine(ModelThread):
         self._decoder: Decoder | None = None
         self._vocab_size = 0
         self._eos_ids: list[int] = []
+        self._grammars: GrammarCache | None = None
         self._by_uid: dict[int, Sequence] = {}  # the sequences in the batch
 
     # ----- what front-ends read -----
@@ -116,6 +119,10 @@ class Engine(ModelThread):
     def tokenizer(self) -> Any:
         """mlx-lm's ``TokenizerWrapper`` (the Hugging Face tokenizer's attributes too)."""
         return self._tokenizer
+
+    @property
+    def grammars(self) -> GrammarCache | None:  # None until loaded
+        return self._grammars
 
     @property
     def vocab_size(self) -> int:
@@ -210,6 +217,7 @@ class Engine(ModelThread):
         self._vocab_size = batch_generator.vocab_size(self._model)
         self._decoder = fast_decoder(self._tokenizer)
         self._eos_ids = sorted(self._tokenizer.eos_token_ids)
+        self._grammars = GrammarCache(self._tokenizer, self._eos_ids)
         self._generator = self._new_generator()
         if self._warmup:  # on a GPU each batch size compiles once; a CPU compiles nothing
             prompt = self._tokenizer.encode("Hello")[-4:] or [0]
@@ -312,7 +320,7 @@ class Engine(ModelThread):
         if cache is None:
             cache, cached = self.prefix_cache.fetch(list(request.prompt_tokens))
         uid, trap = batch_generator.insert(self._generator, request, cache, cached,
-                                           self._vocab_size, self._eos_ids)
+                                           self._vocab_size, self._eos_ids, self._grammars)
         sequence = Sequence(
             stream=stream,
             detokenizer=IncrementalDetokenizer(self._decoder),

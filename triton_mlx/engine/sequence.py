@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,11 +73,14 @@ class Sequence:
 
 def _token_logprob(token: int, logprobs: mx.array, top: int) -> TokenLogprob:
     """The chosen token's log probability and the ``top`` most likely tokens, from the
-    step's normalised log probabilities (an MLX vector over the vocabulary)."""
+    step's normalised log probabilities (an MLX vector over the vocabulary): under a grammar,
+    those of the masked distribution."""
     chosen = float(logprobs[token].item())
     if top <= 0:
         return TokenLogprob(token, chosen)
     ids = mx.argpartition(-logprobs, kth=top - 1)[:top]
     values = logprobs[ids]
     pairs = sorted(zip(ids.tolist(), values.tolist(), strict=True), key=lambda p: -p[1])
-    return TokenLogprob(token, chosen, tuple((int(i), float(v)) for i, v in pairs))
+    # A grammar's mask leaves its refused tokens at -inf: they are no alternatives.
+    return TokenLogprob(token, chosen, tuple((int(i), float(v)) for i, v in pairs
+                                             if v != -math.inf))

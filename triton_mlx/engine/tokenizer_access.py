@@ -4,11 +4,15 @@ The wrapper forwards every public attribute to the Hugging Face tokenizer, and a
 Face tokenizer exposes its Rust tokenizer as ``backend_tokenizer``. That one decodes fastest
 (the detokenizer calls it for every token) and encodes a whole list in one call (2x faster
 than a call per text). A slow (Python) tokenizer has no backend, and the wrapper serves.
+llguidance reads the Rust tokenizer too (``grammar_tokenizer``), and needs it.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+import llguidance
 
 from triton_mlx.engine.detokenizer import Decoder
 
@@ -31,3 +35,18 @@ def encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in encodings]
     return [[token for token, real in zip(e.ids, e.attention_mask, strict=True) if real]
             for e in encodings]
+
+
+def grammar_tokenizer(tokenizer: Any, eos_ids: list[int]) -> llguidance.LLTokenizer:
+    """llguidance's view of ``tokenizer`` (slow: about a second for 50k tokens), built as
+    ``llguidance.hf.from_tokenizer`` does but from the public ``backend_tokenizer``, which the
+    wrapper forwards. A grammar that is complete admits any of ``eos_ids`` (the tokens that end
+    a sequence in the batch generator), or the tokenizer's own when there are none."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError("constrained decoding needs a fast (Rust) tokenizer")
+    backend = copy.copy(backend)  # serialised without padding and truncation
+    backend.no_padding()
+    backend.no_truncation()
+    eos: int | list[int] | None = list(eos_ids) or tokenizer.eos_token_id
+    return llguidance.LLTokenizer(backend.to_str(), eos_token=eos)

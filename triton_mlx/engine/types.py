@@ -46,6 +46,9 @@ class GenerationRequest:
     logprobs: int | None = None
     ignore_eos: bool = False
     min_tokens: int = 0
+    grammar: str | None = None
+    """An llguidance grammar (the JSON that ``llguidance.LLMatcher.grammar_from_*`` returns),
+    already validated by the serving layer: every token is sampled under its mask."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from triton_mlx.serving.parameters import (
     names_for,
     read_parameters,
 )
+from triton_mlx.serving.structured import response_format_grammar
 
 MAX_PROMPTS = 64
 
@@ -75,6 +76,12 @@ def parse_chat(body: Any) -> ChatParams:
         generation.logprobs = top or 0
     elif top is not None:
         raise invalid("top_logprobs requires logprobs to be true", "top_logprobs")
+    response_format = response_format_grammar(data.get("response_format"))
+    if response_format is not None:
+        if generation.grammar is not None:
+            raise invalid("send response_format or structured_outputs, not both",
+                          "response_format")
+        generation.grammar = response_format
     stream, include_usage = _streaming(data)
     return ChatParams(model, messages, generation, stream, include_usage)
 
@@ -121,9 +128,6 @@ def _require_unsupported(data: dict[str, Any], *, chat: bool) -> None:
     def unsupported(name: str, what: str) -> RequestError:
         return invalid(f"{name}: {what} is not supported by this server yet", name)
 
-    fmt = data.get("response_format")
-    if fmt is not None and fmt != {"type": "text"}:
-        raise unsupported("response_format", "structured output (only {\"type\": \"text\"})")
     if data.get("tools") not in (None, []):
         raise unsupported("tools", "tool calling")
     if data.get("tool_choice") not in (None, "none"):

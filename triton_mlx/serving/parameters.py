@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from triton_mlx.serving.errors import RequestError, invalid
+from triton_mlx.serving.structured import structured_outputs_grammar
 
 CHAT = "chat"
 COMPLETIONS = "completions"
@@ -46,6 +47,8 @@ class Parameter:
     default_only_in: frozenset[str] = frozenset()
     """Protocols that accept the parameter at its default value only."""
     description: str = ""
+    field: str = ""
+    """The ``GenerationParams`` field it fills, when not its own name."""
 
     def accepted_in(self, protocol: str) -> bool:
         return protocol in self.protocols
@@ -77,6 +80,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("logit_bias", "logit_bias", None, -MAX_BIAS, MAX_BIAS, description=(
         "Token id (decimal string) to a bias added to its logit. Ids must be below the "
         "model's vocabulary size.")),
+    Parameter("structured_outputs", "structured", None, field="grammar", description=(
+        "vLLM's structured output: exactly one of ``json`` (a JSON schema), ``regex``, "
+        "``choice`` (a list of strings) or ``grammar`` (Lark or GBNF), enforced on every "
+        "token. A constraint that cannot be enforced as given is a 400.")),
     Parameter("n", "integer", 1, 1, MAX_CHOICES, default_only_in=frozenset({TRITON}),
               description="Choices per prompt, at most the model's batch slots "
                           "(``max_batch_size``)."),
@@ -127,6 +134,8 @@ class GenerationParams:
     n: int = 1
     logprobs: int | None = None
     """None: none; k: each token's log probability and its k most likely alternatives."""
+    grammar: str | None = None
+    """An llguidance grammar every token must follow (``serving/structured.py``)."""
 
 
 def read_parameters(values: dict[str, Any], dialect: Dialect) -> GenerationParams:
@@ -147,7 +156,7 @@ def read_parameters(values: dict[str, Any], dialect: Dialect) -> GenerationParam
                     f"{parameter.name}={json.dumps(values[parameter.name])} is not supported "
                     f"by this server (only {json.dumps(parameter.default)})"))
             continue
-        read[parameter.name] = value
+        read[parameter.field or parameter.name] = value
     if read.get("top_k") == -1:
         read["top_k"] = 0  # vLLM's "no top-k"
     if "stop" in read:
@@ -180,6 +189,11 @@ class _Reader:
             return self._boolean(parameter.name, value)
         if kind == "stop":
             return self._stop(parameter, value)
+        if kind == "structured":
+            try:
+                return structured_outputs_grammar(value, parameter.name)
+            except RequestError as exc:
+                raise self.error(parameter.name, exc.message) from None
         return self._logit_bias(parameter, value)
 
     def _got(self, value: Any) -> str:

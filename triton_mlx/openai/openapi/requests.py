@@ -39,6 +39,14 @@ def parameter_schema(parameter: Parameter, protocol: str) -> dict[str, Any]:
     described = {"description": parameter.description} if parameter.description else {}
     if protocol in parameter.default_only_in:
         return {"enum": [None, parameter.default], **described}
+    if parameter.kind == "structured":
+        return {**described, "type": ["object", "null"], "minProperties": 1,
+                "maxProperties": 1, "additionalProperties": False, "properties": {
+                    "json": {"type": ["object", "string"]},
+                    "regex": {"type": "string", "minLength": 1},
+                    "choice": {"type": "array", "minItems": 1,
+                               "items": {"type": "string", "minLength": 1}},
+                    "grammar": {"type": "string", "minLength": 1}}}
     if parameter.kind == "stop":
         return {**described, "anyOf": [
             {"type": "null"},
@@ -105,11 +113,21 @@ CHAT_REQUEST = {
         "top_logprobs": nullable("integer", minimum=0, maximum=MAX_LOGPROBS, description=(
             "Alternatives per token; needs ``logprobs: true``.")),
         "response_format": {
-            "description": "Only ``{\"type\": \"text\"}``: structured output is not supported.",
+            "description": "Enforced on every token by a grammar: ``json_object`` (any JSON "
+                           "object) or ``json_schema`` (strict or not, both enforced). A schema "
+                           "that cannot be enforced as given is a 400 naming response_format.",
             "anyOf": [
                 {"type": "null"},
                 {"type": "object", "required": ["type"], "additionalProperties": False,
-                 "properties": {"type": {"const": "text"}}},
+                 "properties": {"type": {"enum": ["text", "json_object"]}}},
+                {"type": "object", "required": ["type", "json_schema"],
+                 "additionalProperties": False,
+                 "properties": {"type": {"const": "json_schema"}, "json_schema": {
+                     "type": "object", "required": ["name"], "additionalProperties": False,
+                     "properties": {"name": {"type": "string", "minLength": 1},
+                                    "description": {"type": ["string", "null"]},
+                                    "schema": {"type": "object"},
+                                    "strict": {"type": ["boolean", "null"]}}}}},
             ],
         },
         "tools": {"type": ["array", "null"], "maxItems": 0,
