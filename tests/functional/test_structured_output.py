@@ -119,6 +119,8 @@ def test_eight_concurrent_requests_with_different_schemas_are_all_valid(client):
     ({"structured_outputs": {"regex": "[a-"}}, "structured_outputs"),
     ({"structured_outputs": {"regex": "a", "choice": ["b"]}}, "structured_outputs"),
     ({"structured_outputs": {"grammar": "start: no_such_rule"}}, "structured_outputs"),
+    ({"structured_outputs": {"grammar": "\x88"}}, "structured_outputs"),  # not GBNF nor Lark
+    ({"structured_outputs": {"choice": ["a", None]}}, "structured_outputs"),
     ({"response_format": {"type": "json_object"}, "structured_outputs": {"regex": "a"}},
      "response_format"),
 ])

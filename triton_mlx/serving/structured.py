@@ -13,6 +13,8 @@ relaxed quietly.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import llguidance
@@ -34,7 +36,7 @@ def response_format_grammar(value: Any, param: str = "response_format") -> str |
         return None
     if kind == "json_object":
         _only(value, {"type"}, param)
-        return _checked(llguidance.LLMatcher.grammar_from_json_schema({"type": "object"}), param)
+        return _compiled(llguidance.LLMatcher.grammar_from_json_schema, {"type": "object"}, param)
     if kind == "json_schema":
         _only(value, {"type", "json_schema"}, param)
         spec = value.get("json_schema")
@@ -83,23 +85,30 @@ def structured_outputs_grammar(value: Any, param: str = "structured_outputs") ->
             raise invalid(f"{param}.choice must be a non-empty list of non-empty strings",
                           param)
         lark = "start: " + " | ".join(json.dumps(c) for c in spec)
-        return _checked(llguidance.LLMatcher.grammar_from_lark(lark), param)
+        return _compiled(llguidance.LLMatcher.grammar_from_lark, lark, param)
     if not isinstance(spec, str) or not spec:
         raise invalid(f"{param}.{kind} must be a non-empty string", param)
     if kind == "regex":
-        return _checked(llguidance.LLMatcher.grammar_from_regex(spec), param)
-    return _checked(llguidance.grammar_from("grammar", spec), param)  # Lark or GBNF
+        return _compiled(llguidance.LLMatcher.grammar_from_regex, spec, param)
+    return _compiled(partial(llguidance.grammar_from, "grammar"), spec, param)  # Lark or GBNF
 
 
 def _schema_grammar(schema: Any, param: str) -> str:
     if isinstance(schema, bool) or not isinstance(schema, dict):
         raise invalid(f"{param}: the JSON schema must be an object", param)
-    return _checked(llguidance.LLMatcher.grammar_from_json_schema(schema), param)
+    return _compiled(llguidance.LLMatcher.grammar_from_json_schema, schema, param)
 
 
-def _checked(grammar: str, param: str) -> str:
-    """``grammar`` if llguidance compiles it whole; a 400 with its reason otherwise."""
-    failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+def _compiled(build: Callable[[Any], str], spec: Any, param: str) -> str:
+    """The grammar ``build`` makes of ``spec`` if llguidance compiles it whole; a 400 with
+    its reason otherwise. The spec is the client's: whatever the compiler raises on it (a
+    GBNF it cannot convert, text that is not UTF-8) is the client's error too."""
+    try:
+        grammar = build(spec)
+        failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    except Exception as exc:  # noqa: BLE001 - a third-party compiler on client input
+        raise invalid(f"{param}: the constraint cannot be enforced as given: {exc}",
+                      param) from None
     if failed or messages:
         reason = "; ".join(messages) or "the grammar does not compile"
         raise invalid(f"{param}: the constraint cannot be enforced as given: {reason}", param)
