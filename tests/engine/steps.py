@@ -1,4 +1,5 @@
-"""Seeing the batch from inside the engine's steps, for tests that check who ran together."""
+"""Seeing the batch from inside the engine's steps, for tests that check who ran together,
+and reading a stream to its end."""
 
 from __future__ import annotations
 
@@ -20,3 +21,12 @@ def stats_at_each_step(monkeypatch, engine) -> list[EngineStats]:
     monkeypatch.setattr(sampling, "make_logits_processors",
                         lambda params, prompt_length: [*real(params, prompt_length), record])
     return seen
+
+
+async def collect(stream):
+    """A stream's whole text and its last output (the one with the finish reason)."""
+    texts, last = [], None
+    async for output in stream:
+        texts.append(output.text)
+        last = output
+    return "".join(texts), last

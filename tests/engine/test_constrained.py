@@ -12,6 +12,7 @@ import llguidance
 import pytest
 from mlx_lm.utils import load
 
+from tests.engine.steps import collect
 from triton_mlx.engine import constraints
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.types import EngineError, GenerationRequest, SamplingParams
@@ -46,14 +47,6 @@ def engine(tiny_repository):
 
 def prompt(engine, text="The weather today"):
     return engine.tokenizer.encode(text)
-
-
-async def collect(stream):
-    texts, last = [], None
-    async for output in stream:
-        texts.append(output.text)
-        last = output
-    return "".join(texts), last
 
 
 def run(engine, *requests: GenerationRequest, n: int = 1):

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from mlx_lm.utils import load
 
-from tests.engine.steps import stats_at_each_step
+from tests.engine.steps import collect, stats_at_each_step
 from tests.waiting import wait_for
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.types import (
@@ -28,14 +28,6 @@ def engine(tiny_repository):
 
 def prompt(engine, text="Hello world"):
     return engine.tokenizer.encode(text)
-
-
-async def collect(stream):
-    texts, last = [], None
-    async for output in stream:
-        texts.append(output.text)
-        last = output
-    return "".join(texts), last
 
 
 def test_sequences_with_different_parameters_share_the_batch(engine, monkeypatch):
