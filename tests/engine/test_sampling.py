@@ -199,3 +199,13 @@ def test_a_seed_repeats_its_draws_and_another_seed_differs():
 
     assert draws(1) == draws(1)
     assert draws(1) != draws(2)
+
+
+@pytest.mark.parametrize("seed", [-(2**63), -35184372088832, -1, 2**64 - 1])
+def test_every_accepted_seed_samples_and_repeats(seed):
+    """Negative seeds are valid requests (a 500 before: MLX keys are unsigned)."""
+    logits = mx.log(mx.softmax(mx.arange(VOCAB, dtype=mx.float32) / 10, axis=-1))[None]
+    samplers = [sampling.make_sampler(SamplingParams(temperature=2.0, seed=seed), VOCAB)
+                for _ in range(2)]
+    first, second = ([int(sample(logits).item()) for _ in range(5)] for sample in samplers)
+    assert first == second

@@ -34,7 +34,8 @@ def make_sampler(params: SamplingParams, vocab_size: int) -> Sampler:
     if 0 < params.top_k < vocab_size:  # top_k >= vocab keeps every token: nothing to filter
         filters.append(lambda x: apply_top_k(x, params.top_k))
     inverse_temperature = 1.0 / params.temperature
-    key = mx.random.key(params.seed) if params.seed is not None else None
+    # Seeds run from -2**63 to 2**64 - 1 (OpenAI's and vLLM's ranges); MLX keys take uint64.
+    key = mx.random.key(params.seed % 2**64) if params.seed is not None else None
 
     def sample(logprobs: mx.array) -> mx.array:
         nonlocal key
