@@ -9,6 +9,7 @@ from pathlib import Path
 
 from triton_mlx.config import ServerConfig
 from triton_mlx.engine.runtime_profile import PROFILE_CHOICES
+from triton_mlx.repository.settings import TOOL_CALL_FORMATS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONTROL_MODES = ("none", "poll", "explicit")
@@ -119,6 +120,14 @@ def serve_parser() -> argparse.ArgumentParser:
                    "trimmed to the model's max_tokens and context).")
     p.add_argument("--chat-template", type=_readable_file, default=None, metavar="PATH",
                    help="Jinja2 chat template that replaces every model's own template.")
+    p.add_argument("--tool-call-format", choices=TOOL_CALL_FORMATS, default=None,
+                   metavar="FORMAT",
+                   help="How every chat model is prompted for tools and its calls parsed, "
+                   "overriding what is detected from its chat template (a model's "
+                   "triton_mlx.json tool_call_format overrides this): "
+                   f"{', '.join(TOOL_CALL_FORMATS)}. "
+                   "'default' puts the tool schemas in the system turn and reads "
+                   "<tool_call>{...}</tool_call> calls.")
     p.add_argument("--model-control-mode", choices=CONTROL_MODES, default="poll",
                    metavar="MODE",
                    help="none: load every model at start, then never change; poll "
@@ -211,6 +220,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_memory_gb=args.max_memory_gb,
         default_max_tokens=args.default_max_tokens,
         chat_template=args.chat_template,
+        tool_call_format=args.tool_call_format,
         model_control_mode=args.model_control_mode,
         repository_poll_secs=args.repository_poll_secs,
         load_models=tuple(args.load_models),

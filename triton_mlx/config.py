@@ -17,6 +17,7 @@ class ServerConfig:
     max_memory_gb: float | None = None
     default_max_tokens: int = 256
     chat_template: Path | None = None
+    tool_call_format: str | None = None
     model_control_mode: str = "poll"
     repository_poll_secs: float = 15.0
     load_models: tuple[str, ...] = ()

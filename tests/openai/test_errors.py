@@ -49,7 +49,8 @@ def test_invalid_json_is_400(tiny_server):
         ("top_logprobs", 2, ("requires logprobs",)),
         ("top_logprobs", 21, ("top_logprobs",)),
         ("response_format", {"type": "json_xml"}, ("response_format",)),
-        ("tools", [{"type": "function", "function": {"name": "f"}}], ("tools",)),
+        ("tools", [{"type": "function", "function": {"name": "two words"}}], ("name",)),
+        ("tool_choice", "required", ("requires tools",)),
         ("frobnicate", 1, ("frobnicate",)),
     ],
 )

@@ -39,10 +39,12 @@ BASES = {
            "logprobs": True},
     COMPLETION: {"model": "m", "prompt": "hi", "stream": True},
 }
-GRAMMARS = {"response_format", "structured_outputs"}
-ALONE = {request: sorted(set(properties(request)) - {"messages"} - GRAMMARS)
+GRAMMARS = {"response_format", "structured_outputs", "tools"}
+NEED_TOOLS = {"tool_choice", "parallel_tool_calls"}
+ALONE = {request: sorted(set(properties(request)) - {"messages"} - GRAMMARS - NEED_TOOLS)
          for request in PARSERS}
-"""``messages`` has rules across its items: the whole-body properties (test_validators.py).
+"""``messages`` has rules across its items, and ``tool_choice`` and ``parallel_tool_calls``
+rules with ``tools``: the whole-body properties (test_validators.py) draw them together.
 Whether a schema, regex or grammar can be enforced is the grammar compiler's to say, not the
 document's: tests/functional/test_structured_output.py covers both sides of those."""
 
@@ -102,7 +104,6 @@ def test_documented_values_are_accepted_and_mean_what_they_say(case):
 
 
 @given(parameter_and(outside))
-@example((CHAT, "tool_choice", "auto"))
 @example((COMPLETION, "best_of", 2))
 @example((CHAT, "top_logprobs", 21))
 def test_values_outside_the_schema_are_refused_naming_the_parameter(case):

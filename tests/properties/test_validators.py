@@ -65,6 +65,8 @@ message = st.fixed_dictionaries(
         "content": around(st.one_of(texts, content_parts, st.none())),
         "name": around(texts),
         "tool_calls": json_values,
+        "tool_call_id": around(texts),
+        "reasoning_content": around(texts),
     },
 )
 COMMON = {
@@ -88,6 +90,16 @@ COMMON = {
     "n": around(int_near(1, MAX_CHOICES)),
     "unknown_parameter": json_values,
 }
+TOOL_LISTS = [
+    [],
+    [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}],
+    [{"type": "function", "function": {"name": "a", "description": "A.", "strict": True}},
+     {"type": "function", "function": {"name": "b-2", "parameters": None}}],
+    [{"type": "function", "function": {"name": "no spaces allowed"}}],
+]
+"""Tools whose schemas the grammar compiler takes (whether one compiles is its to say, not the
+document's: tests/functional/test_tools.py covers that), and a few the document refuses."""
 chat_bodies = st.fixed_dictionaries(
     {"model": around(texts), "messages": around(st.lists(message, max_size=3))},
     optional={
@@ -96,9 +108,11 @@ chat_bodies = st.fixed_dictionaries(
         "logprobs": around(st.booleans()),
         "top_logprobs": around(int_near(0, MAX_LOGPROBS)),
         "response_format": around(st.sampled_from([{"type": "text"}, {"type": "json_object"}])),
-        "tools": json_values,
-        "tool_choice": around(st.sampled_from(["none", "auto"])),
-        "parallel_tool_calls": json_values,
+        "tools": around(st.one_of(st.sampled_from(TOOL_LISTS), json_values)),
+        "tool_choice": around(st.sampled_from(["none", "auto", "required"])),
+        "parallel_tool_calls": around(st.booleans()),
+        "chat_template_kwargs": around(st.dictionaries(texts, json_values, max_size=2)),
+        "reasoning_effort": around(st.sampled_from(["low", "high", "extreme"])),
     },
 )
 prompts = st.one_of(
@@ -164,7 +178,7 @@ def test_chat_bodies_are_accepted_exactly_when_the_document_says(body):
     assert result.model == body["model"] and len(result.messages) == len(body["messages"])
     for sent, entry in zip(body["messages"], result.messages, strict=True):
         assert entry["role"] == ("system" if sent["role"] == "developer" else sent["role"])
-        content = sent.get("content") or ""
+        content = sent.get("content") or ("" if not sent.get("tool_calls") else None)
         if isinstance(content, list):
             content = "".join(part["text"] for part in content)
         assert entry["content"] == content

@@ -19,8 +19,9 @@ class Decoder(Protocol):
 class IncrementalDetokenizer:
     """Turns one sequence's token ids, one at a time, into text deltas."""
 
-    def __init__(self, decoder: Decoder) -> None:
+    def __init__(self, decoder: Decoder, skip_special_tokens: bool = True) -> None:
         self._decoder = decoder
+        self._skip_special = skip_special_tokens
         self._ids: list[int] = []
         self._prefix = 0
         self._read = 0
@@ -43,4 +44,4 @@ class IncrementalDetokenizer:
         return after[len(before) :]
 
     def _decode(self, ids: list[int]) -> str:
-        return self._decoder.decode(ids, skip_special_tokens=True) if ids else ""
+        return self._decoder.decode(ids, skip_special_tokens=self._skip_special) if ids else ""

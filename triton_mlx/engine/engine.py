@@ -323,7 +323,7 @@ class Engine(ModelThread):
                                            self._vocab_size, self._eos_ids, self._grammars)
         sequence = Sequence(
             stream=stream,
-            detokenizer=IncrementalDetokenizer(self._decoder),
+            detokenizer=IncrementalDetokenizer(self._decoder, request.skip_special_tokens),
             stop=StopStringMatcher(request.stop),
             uid=uid,
             cached_tokens=cached,

@@ -49,6 +49,9 @@ class GenerationRequest:
     grammar: str | None = None
     """An llguidance grammar (the JSON that ``llguidance.LLMatcher.grammar_from_*`` returns),
     already validated by the serving layer: every token is sampled under its mask."""
+    skip_special_tokens: bool = True
+    """Leave special tokens out of the text (but for end-of-sequence ones, which never show,
+    keeping them serves parsers whose markers are special tokens)."""
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,20 @@ from triton_mlx.openai.body import json_body
 from triton_mlx.openai.errors import error_event_data
 from triton_mlx.openai.responses import (
     CompletionShape,
+    call_fields,
     chat_logprobs,
+    chat_message,
     completion_logprobs,
+    reasoning_fields,
     usage,
 )
 from triton_mlx.openai.validation import ChatParams, CompletionParams, parse_chat, parse_completion
 from triton_mlx.repository.repository import ModelRepository
 from triton_mlx.repository.served import ChatModel
+from triton_mlx.serving.chat import ChatDelta, ChatPlan, chat_deltas, plan_chat
 from triton_mlx.serving.errors import RequestError
 from triton_mlx.serving.generation import ChoiceDelta, Generation
 from triton_mlx.serving.models import find_chat_model
-from triton_mlx.serving.prompts import PromptError
 from triton_mlx.serving.requests import generate
 
 
@@ -47,11 +50,12 @@ class CompletionsHandler:
     async def chat(self, request: Request) -> Response | StreamingResponse:
         params = parse_chat(json_body(request))
         model = find_chat_model(self.repository, params.model)
-        try:
-            tokens = model.prompts.chat(params.messages)
-        except PromptError as exc:
-            raise RequestError(400, str(exc), param="messages") from None
-        return await self._respond(request, params, model, [tokens], chat=True)
+        plan = plan_chat(model, params.messages, tools=params.tools,
+                         text_grammar=params.generation.grammar,
+                         template_kwargs=params.template_kwargs)
+        params.generation.grammar = plan.grammar
+        params.generation.keep_special_tokens = plan.keep_special_tokens
+        return await self._respond(request, params, model, [plan.tokens], chat=True, plan=plan)
 
     async def completions(self, request: Request) -> Response | StreamingResponse:
         params = parse_completion(json_body(request))
@@ -69,6 +73,7 @@ class CompletionsHandler:
         prompts: list[list[int]],
         *,
         chat: bool,
+        plan: ChatPlan | None = None,
     ) -> Response | StreamingResponse:
         generation = generate(
             model, prompts, params.generation, self.config, request_id=request.request_id,
@@ -79,7 +84,7 @@ class CompletionsHandler:
         echo = isinstance(params, CompletionParams) and params.echo
         choices = _Choices(model, params.generation.n, params.generation.logprobs is not None,
                            [model.prompts.decode(p) for p in prompts] if echo else [], chat,
-                           count=len(prompts) * params.generation.n)
+                           count=len(prompts) * params.generation.n, plan=plan)
         route = "chat" if chat else "completions"
         if params.stream:
             return StreamingResponse(
@@ -87,7 +92,7 @@ class CompletionsHandler:
             )
         outcome = CANCELED
         try:
-            async for delta in generation.deltas():
+            async for delta in choices.read(generation):
                 choices.add(delta)
             outcome = SUCCESS
         except RequestError:
@@ -97,7 +102,7 @@ class CompletionsHandler:
             generation.finish(self.metrics, route=route, outcome=outcome)
             request.log_fields["completion_tokens"] = generation.total_completion_tokens
         body = shape.body(choices.texts(), choices.finish_reasons, usage(generation.usage()),
-                          choices.logprobs())
+                          choices.logprobs(), choices.messages() if chat else None)
         return json_response(body)
 
     async def _stream(
@@ -119,12 +124,14 @@ class CompletionsHandler:
                 elif choices.echo_text(index):
                     yield _event(shape.chunk(index, choices.echo_text(index), None,
                                              with_usage_field=with_usage))
-            async for delta in generation.deltas():
+            async for delta in choices.read(generation):
                 index = delta.index
-                if delta.text or delta.logprobs:
-                    yield _event(shape.chunk(index, delta.text, None,
-                                             with_usage_field=with_usage,
-                                             logprobs=choices.shape(index, delta.logprobs)))
+                fields = choices.fields(delta)
+                if delta.text or delta.logprobs or fields:
+                    yield _event(shape.chunk(index, delta.text if delta.text or not fields
+                                             else None, None, with_usage_field=with_usage,
+                                             logprobs=choices.shape(index, delta.logprobs),
+                                             fields=fields))
                 if delta.finish_reason:
                     yield _event(shape.chunk(index, None if shape.chat else "",
                                              delta.finish_reason, with_usage_field=with_usage))
@@ -141,12 +148,16 @@ class CompletionsHandler:
 
 
 class _Choices:
-    """Collects each choice's text, finish reason and logprobs, and the echoed prompts."""
+    """Collects each choice's text, finish reason and logprobs, and the echoed prompts; a
+    chat's choices are read by the plan's readers (reasoning and tool calls apart)."""
 
     def __init__(
         self, model: ChatModel, n: int, want_logprobs: bool, echo: list[str], chat: bool,
-        count: int,
+        count: int, plan: ChatPlan | None = None,
     ) -> None:
+        self._plan = plan
+        self._readers = [plan.reader() for _ in range(count)] if plan is not None else []
+        self._pending: dict[int, ChatDelta] = {}
         self._token_bytes = model.prompts.token_bytes
         self._chat = chat
         self._n = n
@@ -159,6 +170,31 @@ class _Choices:
 
     def echo_text(self, index: int) -> str:
         return self._echo[index // self._n] if self._echo else ""
+
+    async def read(self, generation: Generation) -> AsyncIterator[ChoiceDelta]:
+        """The generation's deltas, a chat's with its content only (``fields`` has the rest)."""
+        if not self._readers:
+            async for delta in generation.deltas():
+                yield delta
+            return
+        async for chat_delta in chat_deltas(generation, self._readers):
+            self._pending[chat_delta.index] = chat_delta
+            yield ChoiceDelta(chat_delta.index, chat_delta.content, chat_delta.finish_reason,
+                              chat_delta.logprobs)
+
+    def fields(self, delta: ChoiceDelta) -> dict:
+        """A chat delta's reasoning and tool-call fields."""
+        chat_delta = self._pending.pop(delta.index, None)
+        if chat_delta is None:
+            return {}
+        return {**reasoning_fields(chat_delta.reasoning), **call_fields(chat_delta.calls)}
+
+    def messages(self) -> list[dict]:
+        """Each chat choice's assistant message."""
+        reasoning_model = self._plan is not None and self._plan.reasoning is not None
+        return [chat_message("".join(self._texts[i]),
+                             "".join(r.reasoning) if reasoning_model else None, r.calls)
+                for i, r in enumerate(self._readers)]
 
     def add(self, delta: ChoiceDelta) -> None:
         self._texts[delta.index].append(delta.text)

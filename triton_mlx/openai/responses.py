@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from triton_mlx.engine.types import TokenLogprob
 from triton_mlx.serving.generation import Usage
 from triton_mlx.serving.prompts import token_text
+from triton_mlx.serving.tool_calls import CallArguments, CallStart, ToolCall
 
 
 def usage(counts: Usage) -> dict:
@@ -43,14 +44,17 @@ class CompletionShape:
         finish_reasons: list[str | None],
         usage_: dict,
         logprobs: list[dict | None],
+        messages: list[dict] | None = None,
     ) -> dict:
-        """The whole non-streaming response."""
+        """The whole non-streaming response; chat takes each choice's ``messages``
+        (:func:`chat_message`)."""
         rows = enumerate(zip(texts, finish_reasons, logprobs, strict=True))
         if self.chat:
             choices = [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": text},
+                    "message": (messages[i] if messages is not None
+                                else {"role": "assistant", "content": text}),
                     "logprobs": lp,
                     "finish_reason": reason,
                 }
@@ -76,14 +80,17 @@ class CompletionShape:
         role: bool = False,
         with_usage_field: bool = False,
         logprobs: dict | None = None,
+        fields: dict | None = None,
     ) -> dict:
-        """One streaming chunk for choice ``index``."""
+        """One streaming chunk for choice ``index``; chat deltas may carry more ``fields``
+        (reasoning, tool calls)."""
         if self.chat:
             delta: dict = {}
             if role:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
+            delta.update(fields or {})
             choice = {"index": index, "delta": delta, "logprobs": logprobs,
                       "finish_reason": finish_reason}
             chunk = self._envelope("chat.completion.chunk")
@@ -102,6 +109,41 @@ class CompletionShape:
         chunk["choices"] = []
         chunk["usage"] = usage_
         return chunk
+
+
+def chat_message(content: str, reasoning: str | None, calls: Sequence[ToolCall]) -> dict:
+    """The assistant message of one chat choice: ``content`` null when the reply is only tool
+    calls (as OpenAI sends it); the reasoning under both names clients read (vLLM's
+    ``reasoning_content`` and its newer ``reasoning``) for reasoning models."""
+    message: dict = {"role": "assistant", "content": content if content or not calls else None}
+    if reasoning is not None:
+        message["reasoning_content"] = message["reasoning"] = reasoning
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    return message
+
+
+def reasoning_fields(text: str) -> dict:
+    return {"reasoning_content": text, "reasoning": text} if text else {}
+
+
+def call_fields(events: Sequence[CallStart | CallArguments]) -> dict:
+    """A chunk's ``tool_calls`` delta: a call's first delta has its id, type and name (and
+    empty arguments), then argument fragments, as OpenAI streams them."""
+    deltas: list[dict] = []
+    for event in events:
+        if isinstance(event, CallStart):
+            deltas.append({"index": event.index, "id": event.id, "type": "function",
+                           "function": {"name": event.name, "arguments": ""}})
+        elif deltas and deltas[-1]["index"] == event.index:
+            deltas[-1]["function"]["arguments"] += event.fragment
+        else:
+            deltas.append({"index": event.index, "function": {"arguments": event.fragment}})
+    return {"tool_calls": deltas} if deltas else {}
 
 
 TokenNamer = Callable[[int], bytes]

@@ -6,9 +6,10 @@ implement is refused with a 400 that names it, never accepted and ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from triton_mlx.openai.chat_messages import parse_messages, parse_tools
 from triton_mlx.serving.errors import RequestError, invalid
 from triton_mlx.serving.parameters import (
     CHAT,
@@ -20,6 +21,7 @@ from triton_mlx.serving.parameters import (
     read_parameters,
 )
 from triton_mlx.serving.structured import response_format_grammar
+from triton_mlx.serving.tools import ToolRequest
 
 MAX_PROMPTS = 64
 
@@ -27,7 +29,8 @@ MAX_PROMPTS = 64
 # parameters come from the serving layer's table).
 _CHAT_FIELDS = {"model", "messages", "stream", "stream_options", "user", "max_completion_tokens",
                 "logprobs", "top_logprobs", "response_format", "tools", "tool_choice",
-                "parallel_tool_calls"}
+                "parallel_tool_calls", "chat_template_kwargs", "reasoning_effort"}
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _COMPLETION_FIELDS = {"model", "prompt", "stream", "stream_options", "user", "logprobs", "echo",
                       "suffix"}
 _CHAT = Dialect(CHAT)
@@ -43,6 +46,9 @@ class ChatParams:
     generation: GenerationParams
     stream: bool = False
     include_usage: bool = False
+    tools: ToolRequest | None = None
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra chat-template variables (``chat_template_kwargs``, ``reasoning_effort``)."""
 
 
 @dataclass
@@ -61,7 +67,7 @@ def parse_chat(body: Any) -> ChatParams:
     data = _object(body)
     _reject_unknown(data, _CHAT_FIELDS | set(names_for(CHAT)))
     _require_unsupported(data, chat=True)
-    model, messages = _model(data), _messages(data.get("messages"))
+    model, messages = _model(data), parse_messages(data.get("messages"))
     generation = read_parameters(data, _CHAT)
     max_completion = _int(data, "max_completion_tokens", minimum=1)
     if max_completion is not None:
@@ -83,7 +89,25 @@ def parse_chat(body: Any) -> ChatParams:
                           "response_format")
         generation.grammar = response_format
     stream, include_usage = _streaming(data)
-    return ChatParams(model, messages, generation, stream, include_usage)
+    return ChatParams(model, messages, generation, stream, include_usage, parse_tools(data),
+                      _template_kwargs(data))
+
+
+def _template_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's ``chat_template_kwargs`` (e.g. ``{"enable_thinking": false}``) and OpenAI's
+    ``reasoning_effort``, as template variables."""
+    kwargs = data.get("chat_template_kwargs")
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise invalid("chat_template_kwargs must be an object", "chat_template_kwargs")
+    effort = data.get("reasoning_effort")
+    if effort is not None:
+        if effort not in REASONING_EFFORTS:
+            raise invalid(f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}",
+                          "reasoning_effort")
+        kwargs = {**kwargs, "reasoning_effort": effort}
+    return kwargs
 
 
 def parse_completion(body: Any) -> CompletionParams:
@@ -128,12 +152,6 @@ def _require_unsupported(data: dict[str, Any], *, chat: bool) -> None:
     def unsupported(name: str, what: str) -> RequestError:
         return invalid(f"{name}: {what} is not supported by this server yet", name)
 
-    if data.get("tools") not in (None, []):
-        raise unsupported("tools", "tool calling")
-    if data.get("tool_choice") not in (None, "none"):
-        raise unsupported("tool_choice", "tool calling")
-    if data.get("parallel_tool_calls") is not None and not data.get("tools"):
-        raise invalid("parallel_tool_calls is only allowed with tools", "parallel_tool_calls")
     if not chat and data.get("suffix") is not None:
         raise unsupported("suffix", "insertion with a suffix")
 
@@ -182,54 +200,6 @@ def _stream_options(value: Any, stream: bool) -> bool:
     if not isinstance(include, bool):
         raise invalid("stream_options.include_usage must be a boolean", "stream_options")
     return include
-
-
-_ROLES = {"system", "developer", "user", "assistant", "tool"}
-
-
-def _messages(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not value:
-        raise invalid("messages must be a non-empty array", "messages")
-    messages = []
-    for i, message in enumerate(value):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise invalid(f"{where} must be an object", where)
-        role = message.get("role")
-        if not isinstance(role, str) or role not in _ROLES:  # a list or object is unhashable
-            raise invalid(f"{where}.role must be one of {sorted(_ROLES)}", f"{where}.role")
-        if message.get("tool_calls") not in (None, []) or message.get("function_call") is not None:
-            raise invalid(f"{where}: tool calls are not supported by this server yet", where)
-        content = _content(message.get("content"), where, role)
-        name = message.get("name")
-        if name is not None and not isinstance(name, str):
-            raise invalid(f"{where}.name must be a string", f"{where}.name")
-        entry = {"role": "system" if role == "developer" else role, "content": content}
-        if name is not None:
-            entry["name"] = name
-        messages.append(entry)
-    return messages
-
-
-def _content(value: Any, where: str, role: str) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None and role == "assistant":
-        return ""
-    if isinstance(value, list):
-        texts = []
-        for j, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text":
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise invalid(
-                    f"{where}.content[{j}]: only text parts are supported, got {kind!r}",
-                    f"{where}.content",
-                )
-            if not isinstance(part.get("text"), str):
-                raise invalid(f"{where}.content[{j}].text must be a string", f"{where}.content")
-            texts.append(part["text"])
-        return "".join(texts)
-    raise invalid(f"{where}.content must be a string or an array of text parts", where)
 
 
 def _prompts(value: Any) -> list[str | list[int]]:

@@ -23,6 +23,8 @@ from triton_mlx.engine.runtime_profile import RuntimeProfile, prepare_model
 from triton_mlx.repository.served import ChatModel, EmbeddingModel
 from triton_mlx.repository.settings import ModelFolderError, ModelSettings
 from triton_mlx.serving.prompts import PromptBuilder
+from triton_mlx.serving.reasoning import reasoning_tags
+from triton_mlx.serving.tool_calls import detect_format
 
 
 def load_served_model(
@@ -73,6 +75,9 @@ def _load_chat(
     with _stopped_on_failure(engine):
         template = chat_template or model_chat_template(engine.tokenizer)
         prompts = PromptBuilder(engine.tokenizer, template)
+        source = prompts.template_source(with_tools=True)
+        tool_format = (settings.tool_call_format or config.tool_call_format
+                       or detect_format(source))
         return ChatModel(
             name=name,
             display_name=settings.display_name or name,
@@ -84,6 +89,8 @@ def _load_chat(
             default_temperature=settings.default_temperature,
             runtime_profile=chosen[0],
             matryoshka=settings.matryoshka,
+            tool_format=tool_format,
+            reasoning=reasoning_tags(source),
         )
 
 

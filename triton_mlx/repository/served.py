@@ -18,6 +18,7 @@ from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.runtime_profile import RuntimeProfile
 from triton_mlx.engine.types import EngineStats
 from triton_mlx.serving.prompts import PromptBuilder
+from triton_mlx.serving.reasoning import ReasoningTags
 
 
 class Worker(Protocol):
@@ -63,6 +64,12 @@ class ChatModel:
     default_temperature: float | None
     runtime_profile: RuntimeProfile | None = None
     matryoshka: bool = False
+    tool_format: str | None = "default"
+    """How tool calls are prompted and parsed (``serving.tool_calls``): from its template, or
+    ``triton_mlx.json``/``--tool-call-format``; None when its template has a tool format we
+    cannot parse (tools then get a 400)."""
+    reasoning: ReasoningTags | None = None
+    """The reasoning block's tags, for a reasoning model (detected from its template)."""
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property

@@ -6,7 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from triton_mlx.serving.tool_calls import FORMATS
+
 SETTINGS_FILE = "triton_mlx.json"
+TOOL_CALL_FORMATS = ("default", *FORMATS)
 
 
 class ModelFolderError(Exception):
@@ -21,6 +24,9 @@ class ModelSettings:
     max_batch_size: int | None = None
     max_tokens: int | None = None
     default_temperature: float | None = None
+    tool_call_format: str | None = None
+    """Overrides the tool-call format detected from the chat template (``serving.tool_calls``
+    formats, or ``default``)."""
     matryoshka: bool = False
     """The model was trained so that its vectors' leading dimensions embed on their own
     (Matryoshka representation learning): only then does ``dimensions`` truncate them."""
@@ -49,8 +55,13 @@ def read_settings(folder: Path) -> ModelSettings:
     matryoshka = data.get("matryoshka", False)
     if not isinstance(matryoshka, bool):
         raise ModelFolderError(f"{SETTINGS_FILE}: matryoshka must be true or false")
+    tool_call_format = data.get("tool_call_format")
+    if tool_call_format is not None and tool_call_format not in TOOL_CALL_FORMATS:
+        raise ModelFolderError(f"{SETTINGS_FILE}: tool_call_format must be one of "
+                               f"{', '.join(TOOL_CALL_FORMATS)}, got {tool_call_format!r}")
     return ModelSettings(
         display_name=display_name,
+        tool_call_format=tool_call_format,
         matryoshka=matryoshka,
         max_batch_size=_positive_int(data, "max_batch_size"),
         max_tokens=_positive_int(data, "max_tokens"),

@@ -136,6 +136,8 @@ class GenerationParams:
     """None: none; k: each token's log probability and its k most likely alternatives."""
     grammar: str | None = None
     """An llguidance grammar every token must follow (``serving/structured.py``)."""
+    keep_special_tokens: bool = False
+    """Keep special tokens in the text (tool-call markers that are special tokens)."""
 
 
 def read_parameters(values: dict[str, Any], dialect: Dialect) -> GenerationParams:

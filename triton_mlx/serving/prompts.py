@@ -223,6 +223,7 @@ class PromptBuilder:
         self.chat_template_source = self._sources.get(_ONLY, self._sources.get("default"))
         self.token_bytes = TokenBytes(tokenizer)
         self._special_tokens = _plain(dict(getattr(tokenizer, "special_tokens_map", None) or {}))
+        self._special_texts: set[str] | None = None
 
     @property
     def has_chat_template(self) -> bool:
@@ -282,7 +283,25 @@ class PromptBuilder:
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message, template_kwargs=template_kwargs,
         )
+        return self.encode_rendered(text)
+
+    def encode_rendered(self, text: str) -> list[int]:
+        """Token ids of a rendered chat (its template placed any BOS)."""
         return self._tokenizer.encode(text, add_special_tokens=False)
+
+    def template_source(self, *, with_tools: bool = False) -> str | None:
+        """The source of the template a request (with tools or not) renders with."""
+        if not self._templates:
+            return None
+        return self._sources[self._choose([] if with_tools else None)]
+
+    def is_special_token(self, text: str) -> bool:
+        """Whether ``text`` is one special token of the vocabulary (decoding skips those)."""
+        if self._special_texts is None:
+            added = getattr(self._tokenizer, "added_tokens_decoder", None) or {}
+            self._special_texts = {getattr(t, "content", str(t)) for t in added.values()
+                                   if getattr(t, "special", False)}
+        return text in self._special_texts
 
     def completion(self, text: str) -> list[int]:
         """Token ids for a raw prompt, with the tokenizer's own special tokens (e.g. BOS)."""

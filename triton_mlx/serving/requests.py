@@ -157,7 +157,7 @@ def submit(
                 prompt_tokens=tokens, max_tokens=limit, sampling=sampling,
                 stop=tuple(params.stop), request_id=request_id, logprobs=params.logprobs,
                 ignore_eos=params.ignore_eos, min_tokens=params.min_tokens,
-                grammar=params.grammar,
+                grammar=params.grammar, skip_special_tokens=not params.keep_special_tokens,
             )
             streams.extend(engine.submit(request, params.n))
     except (QueueFullError, RequestTooLargeError, EngineNotRunningError) as exc:

@@ -99,7 +99,15 @@ def _schema_grammar(schema: Any, param: str) -> str:
     return _compiled(llguidance.LLMatcher.grammar_from_json_schema, schema, param)
 
 
-def _compiled(build: Callable[[Any], str], spec: Any, param: str) -> str:
+def check_schema(schema: Any, where: str, param: str) -> None:
+    """A 400 naming ``param`` unless ``schema`` (found at ``where``) compiles whole."""
+    if isinstance(schema, bool) or not isinstance(schema, dict):
+        raise invalid(f"{where} must be a JSON schema object", param)
+    _compiled(llguidance.LLMatcher.grammar_from_json_schema, schema, param, where)
+
+
+def _compiled(build: Callable[[Any], str], spec: Any, param: str,
+              where: str | None = None) -> str:
     """The grammar ``build`` makes of ``spec`` if llguidance compiles it whole; a 400 with
     its reason otherwise. The spec is the client's: whatever the compiler raises on it (a
     GBNF it cannot convert, text that is not UTF-8) is the client's error too."""
@@ -107,11 +115,12 @@ def _compiled(build: Callable[[Any], str], spec: Any, param: str) -> str:
         grammar = build(spec)
         failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     except Exception as exc:  # noqa: BLE001 - a third-party compiler on client input
-        raise invalid(f"{param}: the constraint cannot be enforced as given: {exc}",
+        raise invalid(f"{where or param}: the constraint cannot be enforced as given: {exc}",
                       param) from None
     if failed or messages:
         reason = "; ".join(messages) or "the grammar does not compile"
-        raise invalid(f"{param}: the constraint cannot be enforced as given: {reason}", param)
+        raise invalid(f"{where or param}: the constraint cannot be enforced as given: {reason}",
+                      param)
     return grammar
 
 

@@ -84,20 +84,59 @@ TEXT_PART = {
     "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
 }
 CONTENT = {"anyOf": [{"type": "string"}, {"type": "array", "items": ref("TextPart")}]}
+TOOL_CALL_IN = {
+    "type": "object",
+    "required": ["function"],
+    "properties": {
+        "id": nullable("string"),
+        "type": {"const": "function"},
+        "function": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "arguments": {"type": "string"}}},
+    },
+}
 CHAT_MESSAGE = {
-    "description": "A message; ``developer`` is read as ``system``. Other keys are ignored, "
-                   "but tool calls are refused.",
+    "description": "A message; ``developer`` is read as ``system``. An assistant message may "
+                   "carry ``tool_calls`` (its ``content`` then may be null), a ``tool`` message "
+                   "answers one by ``tool_call_id``. Other keys are ignored.",
     "type": "object",
     "required": ["role"],
     "properties": {
         "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
         "content": {"anyOf": [*CONTENT["anyOf"], {"type": "null"}]},
         "name": nullable("string"),
-        "tool_calls": {"type": ["array", "null"], "maxItems": 0},
+        "tool_calls": {"type": ["array", "null"], "items": TOOL_CALL_IN},
+        "tool_call_id": nullable("string"),
+        "reasoning_content": nullable("string"),
+        "reasoning": nullable("string"),
         "function_call": {"type": "null"},
     },
-    "if": {"properties": {"role": {"const": "assistant"}}},
-    "else": {"required": ["content"], "properties": {"content": CONTENT}},
+    "allOf": [
+        {"if": {"properties": {"role": {"const": "assistant"}}},
+         "else": {"required": ["content"], "properties": {
+             "content": CONTENT, "tool_calls": {"type": ["array", "null"], "maxItems": 0}}}},
+        {"if": {"properties": {"role": {"const": "tool"}}},
+         "then": {"required": ["tool_call_id"],
+                  "properties": {"tool_call_id": {"type": "string", "minLength": 1}}}},
+    ],
+}
+TOOL = {
+    "type": "object",
+    "required": ["type", "function"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "function"},
+        "function": {
+            "type": "object", "required": ["name"], "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                "description": nullable("string"),
+                "parameters": {"type": ["object", "null"], "description": (
+                    "A JSON schema for the arguments, enforced by the grammar; one that "
+                    "cannot be enforced as given is a 400 naming tools.")},
+                "strict": nullable("boolean"),
+            },
+        },
+    },
 }
 CHAT_REQUEST = {
     "type": "object",
@@ -130,13 +169,40 @@ CHAT_REQUEST = {
                                     "strict": {"type": ["boolean", "null"]}}}}},
             ],
         },
-        "tools": {"type": ["array", "null"], "maxItems": 0,
-                  "description": "Tool calling is not supported: null or empty only."},
-        "tool_choice": {"enum": [None, "none"]},
-        "parallel_tool_calls": {"type": "null", "description": "Only allowed with tools."},
+        "tools": {"type": ["array", "null"], "maxItems": 128, "items": ref("Tool"),
+                  "description": "Functions the model may call; names must be distinct. Calls "
+                                 "are parsed from the model's own format and streamed as "
+                                 "``tool_calls`` deltas."},
+        "tool_choice": {"description": "``auto`` (default), ``none`` (text only; the tools are "
+                                       "left out of the prompt), ``required`` or a named "
+                                       "function (one of ``tools``), both enforced by the "
+                                       "grammar.",
+                        "anyOf": [{"enum": [None, "none", "auto", "required"]},
+                                  {"type": "object", "required": ["type", "function"],
+                                   "properties": {"type": {"const": "function"}, "function": {
+                                       "type": "object", "required": ["name"],
+                                       "properties": {"name": {"type": "string"}}}}}]},
+        "parallel_tool_calls": nullable("boolean", description=(
+            "false: at most one call. Only allowed with tools.")),
+        "chat_template_kwargs": {"type": ["object", "null"], "description": (
+            "Extra variables for the chat template (vLLM's extension), e.g. "
+            "``{\"enable_thinking\": false}``; a name the model's template does not use is "
+            "a 400.")},
+        "reasoning_effort": {"enum": [None, "none", "minimal", "low", "medium", "high", "xhigh"],
+                             "description": "Passed to chat templates that read it; a 400 for "
+                                            "a model whose template does not."},
     },
     "allOf": [
         STREAM_OPTIONS_NEED_STREAM,
+        {
+            "if": {"anyOf": [
+                {"required": ["parallel_tool_calls"],
+                 "properties": {"parallel_tool_calls": {"type": "boolean"}}},
+                {"required": ["tool_choice"], "properties": {"tool_choice": {
+                    "anyOf": [{"const": "required"}, {"type": "object"}]}}}]},
+            "then": {"required": ["tools"],
+                     "properties": {"tools": {"type": "array", "minItems": 1}}},
+        },
         {
             "if": {"required": ["top_logprobs"],
                    "properties": {"top_logprobs": {"type": "integer"}}},

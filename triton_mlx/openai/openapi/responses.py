@@ -14,6 +14,7 @@ from triton_mlx.openai.openapi.requests import (
     COMPLETION_REQUEST,
     EMBEDDING_REQUEST,
     TEXT_PART,
+    TOOL,
 )
 from triton_mlx.serving.parameters import MAX_LOGPROBS
 
@@ -35,7 +36,7 @@ USAGE = {
         },
     },
 }
-FINISH = {"enum": ["stop", "length"]}
+FINISH = {"enum": ["stop", "length", "tool_calls"]}
 LOGPROB = {"type": "number", "maximum": 0}
 BYTES = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}}
 CHAT_TOP_LOGPROB = {
@@ -116,16 +117,49 @@ def choice(fields: dict[str, Any], logprobs: str, *, chunk: bool) -> dict[str, A
     }
 
 
+TOOL_CALL = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {"type": "object", "required": ["name", "arguments"],
+                     "additionalProperties": False,
+                     "properties": {"name": {"type": "string"},
+                                    "arguments": {"type": "string"}}},
+    },
+}
+TOOL_CALL_DELTA = {
+    "description": "A call's first delta has its id, type and name; later ones add "
+                   "argument text.",
+    "type": "object",
+    "required": ["index", "function"],
+    "additionalProperties": False,
+    "properties": {
+        "index": INT,
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {"type": "object", "required": ["arguments"], "additionalProperties": False,
+                     "properties": {"name": {"type": "string"},
+                                    "arguments": {"type": "string"}}},
+    },
+}
+REASONING = {"type": "string", "description": "A reasoning model's thinking (both names)."}
 ASSISTANT = {
     "type": "object",
     "required": ["role", "content"],
     "additionalProperties": False,
-    "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
+    "properties": {"role": {"const": "assistant"}, "content": {"type": ["string", "null"]},
+                   "tool_calls": {"type": "array", "items": TOOL_CALL},
+                   "reasoning_content": REASONING, "reasoning": REASONING},
 }
 DELTA = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
+    "properties": {"role": {"const": "assistant"}, "content": {"type": "string"},
+                   "tool_calls": {"type": "array", "items": TOOL_CALL_DELTA},
+                   "reasoning_content": REASONING, "reasoning": REASONING},
 }
 TEXT = {"type": "string"}
 
@@ -219,6 +253,7 @@ SCHEMAS = {
     "Usage": USAGE,
     "TextPart": TEXT_PART,
     "ChatMessage": CHAT_MESSAGE,
+    "Tool": TOOL,
     "ChatCompletionRequest": CHAT_REQUEST,
     "CompletionRequest": COMPLETION_REQUEST,
     "EmbeddingRequest": EMBEDDING_REQUEST,

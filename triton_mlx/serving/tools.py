@@ -1,0 +1,183 @@
+"""Tools in the prompt: what a request offers the model, and how its chat reaches the template.
+
+Front-ends translate their protocol's tool definitions and tool-call history into the shapes
+here (OpenAI's, which transformers' chat templates read too): :class:`Tool` and
+:class:`ToolRequest` for what is offered, and messages where an assistant turn carries
+``tool_calls`` (arguments as an object, as templates expect) and a ``tool`` turn carries the
+result. :func:`chat_for_template` then gives the template what it can render:
+
+- a template that reads ``tools`` gets them as they are (its model was trained on that format);
+- any other template gets the **default tool format**: the tool schemas and instructions in the
+  system turn, earlier calls written into the assistant's text as
+  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` and results as a user turn wrapped
+  in ``<tool_response>``, so tools work on every chat model (the calls parse as the ``hermes``
+  format).
+
+``tool_choice: "none"`` leaves the tools out of the prompt (vLLM's
+``--exclude-tools-when-tool-choice-none``): the model is asked for text, and gets no reason to
+write a call we would not parse.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from triton_mlx.serving.tool_calls.detect import uses_tools
+
+DEFAULT_FORMAT = "default"
+"""The tool format of models whose chat template has no tool support (calls as hermes')."""
+
+ToolChoice = Literal["auto", "none", "required", "function"]
+
+DEFAULT_SYSTEM_PROMPT = """\
+You may call one or more functions to help with the user's request. The functions, as JSON \
+schemas, are:
+<tools>
+{tools}
+</tools>
+To call a function, reply with a JSON object holding its name and arguments inside \
+<tool_call></tool_call> tags, one per call:
+<tool_call>
+{{"name": "<function name>", "arguments": {{<arguments as a JSON object>}}}}
+</tool_call>
+A function's result comes back inside <tool_response></tool_response> tags."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One function the model may call."""
+
+    name: str
+    parameters: dict[str, Any]
+    """A JSON schema for the arguments object."""
+    description: str | None = None
+    strict: bool = False
+
+    def definition(self) -> dict[str, Any]:
+        """OpenAI's tool object, the shape chat templates read from ``tools``."""
+        function: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            function["description"] = self.description
+        function["parameters"] = self.parameters
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """The tools one request offers and what it asks of them."""
+
+    tools: tuple[Tool, ...]
+    choice: ToolChoice = "auto"
+    function: str | None = None
+    """The one function a named ``tool_choice`` requires."""
+    parallel: bool = True
+    """More than one call allowed (``parallel_tool_calls``)."""
+
+    @property
+    def calls_expected(self) -> bool:
+        """Calls are to be parsed from the output (any choice but ``none``)."""
+        return self.choice != "none" and bool(self.tools)
+
+    def callable_tools(self) -> tuple[Tool, ...]:
+        """The tools the grammar lets the model call: the named one, or all."""
+        if self.choice == "function":
+            return tuple(t for t in self.tools if t.name == self.function)
+        return self.tools
+
+
+@dataclass
+class TemplateChat:
+    """What a chat template receives for one request."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def template_reads_tools(template_source: str | None) -> bool:
+    """Whether a chat template's code reads the ``tools`` variable (so has tool support)."""
+    return bool(template_source) and uses_tools(template_source)
+
+
+def chat_for_template(
+    messages: list[dict[str, Any]], tools: ToolRequest | None, *, native: bool
+) -> TemplateChat:
+    """The messages (and tools) as the model's template should see them: as they are when the
+    template has tool support (``native``), else in the default tool format."""
+    offered = tools is not None and tools.choice != "none" and bool(tools.tools)
+    if native:
+        definitions = [t.definition() for t in tools.tools] if offered and tools else None
+        return TemplateChat(_arguments_as_objects(messages), definitions)
+    converted = _default_format_history(messages)
+    if offered and tools:
+        converted = _with_tool_system_prompt(converted, tools.tools)
+    return TemplateChat(converted)
+
+
+def format_default_call(name: str, arguments: Any) -> str:
+    """One call as the default format writes it."""
+    call = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+    return f"<tool_call>\n{call}\n</tool_call>"
+
+
+def _arguments_as_objects(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Assistant ``tool_calls`` with their arguments parsed: OpenAI sends them as JSON text,
+    and templates (as transformers documents them) expect an object. vLLM does the same."""
+    result = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if calls:
+            message = {**message, "tool_calls": [_parsed_call(c) for c in calls]}
+        result.append(message)
+    return result
+
+
+def _parsed_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            function["arguments"] = json.loads(arguments)
+        except ValueError:
+            pass  # a template may still print it as text
+    return {**call, "function": function}
+
+
+def _default_format_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Calls written into the assistant's text; results (consecutive ones merged) as one
+    user turn each."""
+    result: list[dict[str, Any]] = []
+    for message in _arguments_as_objects(messages):
+        role = message.get("role")
+        if role == "assistant" and message.get("tool_calls"):
+            parts = [message["content"]] if message.get("content") else []
+            parts += [format_default_call(c["function"].get("name"),
+                                          c["function"].get("arguments"))
+                      for c in message["tool_calls"]]
+            result.append({"role": "assistant", "content": "\n".join(parts)})
+        elif role == "tool":
+            response = f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"
+            previous = result[-1] if result else None
+            if previous is not None and previous.get("_tool_results"):
+                previous["content"] += "\n" + response
+            else:
+                result.append({"role": "user", "content": response, "_tool_results": True})
+        else:
+            result.append({k: v for k, v in message.items() if k != "tool_calls"})
+    for message in result:
+        message.pop("_tool_results", None)
+    return result
+
+
+def _with_tool_system_prompt(messages: list[dict[str, Any]],
+                             tools: tuple[Tool, ...]) -> list[dict[str, Any]]:
+    listing = "\n".join(json.dumps(t.definition(), ensure_ascii=False) for t in tools)
+    instructions = DEFAULT_SYSTEM_PROMPT.format(tools=listing)
+    if messages and messages[0].get("role") == "system":
+        first = messages[0]
+        content = first.get("content") or ""
+        return [{**first, "content": f"{content}\n\n{instructions}" if content
+                 else instructions}, *messages[1:]]
+    return [{"role": "system", "content": instructions}, *messages]
