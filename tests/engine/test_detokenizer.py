@@ -31,3 +31,17 @@ def test_flush_after_a_truncated_character_returns_what_is_left():
     emitted = "".join(detokenizer.add(i) for i in ids)
     assert emitted == "ok "
     assert detokenizer.flush() == "\ufffd"
+
+
+def test_special_tokens_are_kept_only_when_asked():
+    """Tool-call markers that are special tokens ([TOOL_CALLS], <|python_tag|>) must reach the
+    parser: such requests keep special tokens in the text."""
+    from tokenizers import AddedToken
+
+    tokenizer = byte_level_tokenizer()
+    tokenizer.add_special_tokens([AddedToken("[TOOL_CALLS]", special=True)])
+    ids = tokenizer.encode("[TOOL_CALLS]ok").ids
+    kept = IncrementalDetokenizer(tokenizer, skip_special_tokens=False)
+    skipped = IncrementalDetokenizer(tokenizer)
+    assert "".join(kept.add(i) for i in ids) + kept.flush() == "[TOOL_CALLS]ok"
+    assert "".join(skipped.add(i) for i in ids) + skipped.flush() == "ok"

@@ -53,7 +53,7 @@ def grammar(fmt: str, choice: str = "auto", *, parallel: bool = True, function: 
             text: str | None = None, reasoning: tuple[str, str, bool] | None = None) -> str:
     result = chat_grammar(tools=ToolRequest((WEATHER, TIME), choice, function, parallel),
                           tool_format=fmt, text_grammar=text, reasoning=reasoning,
-                          is_special=lambda marker: False)
+                          token_id=lambda marker: None)
     assert result is not None
     return result
 
@@ -121,15 +121,45 @@ def test_reasoning_comes_first_and_is_free(matcher):
 
 def test_no_tools_and_no_format_need_no_grammar():
     assert chat_grammar(tools=None, tool_format="hermes", text_grammar=None, reasoning=None,
-                        is_special=lambda m: False) is None
+                        token_id=lambda m: None) is None
     none = ToolRequest((WEATHER,), "none")
     assert chat_grammar(tools=none, tool_format="hermes", text_grammar=None, reasoning=None,
-                        is_special=lambda m: False) is None
+                        token_id=lambda m: None) is None
 
 
 def test_special_token_markers_become_token_references():
     result = chat_grammar(tools=ToolRequest((WEATHER,), "required"), tool_format="hermes",
                           text_grammar=None, reasoning=None,
-                          is_special=lambda marker: marker in ("<tool_call>", "</tool_call>"))
+                          token_id={"<tool_call>": 7, "</tool_call>": 8}.get)
     lark = json.loads(result)["grammars"][0]["lark_grammar"]
-    assert "call: <tool_call> call_rest" in lark and '"<tool_call>"' not in lark
+    assert "call: <[7]> call_rest" in lark and '"<tool_call>"' not in lark
+
+
+def test_a_special_token_marker_matches_that_token_only(matcher_tokens):
+    """With the markers as special tokens (the demo vocabulary's <|im_start|> and <|im_end|>
+    stand in), the call must use those tokens, not the marker's text."""
+    tokenizer, accepts_ids = matcher_tokens
+    ids = {"<tool_call>": 1, "</tool_call>": 2}
+    result = chat_grammar(tools=ToolRequest((WEATHER,), "required"), tool_format="hermes",
+                          text_grammar=None, reasoning=None, token_id=ids.get)
+    body = tokenizer.encode('\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n',
+                            add_special_tokens=False)
+    assert accepts_ids(result, [1, *body, 2])
+    assert not accepts_ids(result, tokenizer.encode(HERMES, add_special_tokens=False))
+
+
+@pytest.fixture(scope="module")
+def matcher_tokens():
+    from mlx_lm.utils import load_tokenizer
+
+    from triton_mlx.engine.tokenizer_access import grammar_tokenizer
+
+    tokenizer = load_tokenizer(DEMO)
+    llg = grammar_tokenizer(tokenizer, [tokenizer.eos_token_id])
+
+    def accepts_ids(grammar: str, ids: list[int]) -> bool:
+        m = llguidance.LLMatcher(llg, grammar, log_level=0)
+        assert not m.is_error(), m.get_error()
+        return all(m.consume_token(t) for t in ids) and m.is_accepting()
+
+    return tokenizer, accepts_ids

@@ -96,12 +96,12 @@ def plan_chat(
     inside = tags is not None and starts_inside(text, tags)
     thinking = tags is not None and (inside or not text.rstrip().endswith(tags.close))
     markers = _markers(tool_format)
-    special = [m for m in markers if prompts.is_special_token(m)]
+    special = [m for m in markers if prompts.special_token_id(m) is not None]
     try:
         grammar = chat_grammar(
             tools=tools, tool_format=tool_format, text_grammar=text_grammar,
             reasoning=(tags.open, tags.close, inside) if thinking and tags else None,
-            is_special=prompts.is_special_token,
+            token_id=prompts.special_token_id,
             native_mistral_args=bool(source and "[ARGS]" in source),
         )
     except ToolGrammarError as exc:

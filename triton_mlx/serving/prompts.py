@@ -223,7 +223,7 @@ class PromptBuilder:
         self.chat_template_source = self._sources.get(_ONLY, self._sources.get("default"))
         self.token_bytes = TokenBytes(tokenizer)
         self._special_tokens = _plain(dict(getattr(tokenizer, "special_tokens_map", None) or {}))
-        self._special_texts: set[str] | None = None
+        self._special_ids: dict[str, int] | None = None
 
     @property
     def has_chat_template(self) -> bool:
@@ -295,13 +295,13 @@ class PromptBuilder:
             return None
         return self._sources[self._choose([] if with_tools else None)]
 
-    def is_special_token(self, text: str) -> bool:
-        """Whether ``text`` is one special token of the vocabulary (decoding skips those)."""
-        if self._special_texts is None:
+    def special_token_id(self, text: str) -> int | None:
+        """The id of the special token ``text`` is (decoding skips those), else None."""
+        if self._special_ids is None:
             added = getattr(self._tokenizer, "added_tokens_decoder", None) or {}
-            self._special_texts = {getattr(t, "content", str(t)) for t in added.values()
-                                   if getattr(t, "special", False)}
-        return text in self._special_texts
+            self._special_ids = {getattr(t, "content", str(t)): i for i, t in added.items()
+                                 if getattr(t, "special", False)}
+        return self._special_ids.get(text)
 
     def completion(self, text: str) -> list[int]:
         """Token ids for a raw prompt, with the tokenizer's own special tokens (e.g. BOS)."""

@@ -41,14 +41,14 @@ def chat_grammar(
     tool_format: str | None,
     text_grammar: str | None,
     reasoning: tuple[str, str, bool] | None,
-    is_special: Callable[[str], bool],
+    token_id: Callable[[str], int | None],
     native_mistral_args: bool = False,
 ) -> str | None:
     """The whole grammar for one chat request, or None when nothing is constrained.
 
     ``text_grammar`` is the response format's grammar (llguidance's serialized form);
     ``reasoning`` is (open tag, close tag, already open in the prompt) for reasoning models;
-    ``is_special(marker)`` says whether a marker is one special token.
+    ``token_id(marker)`` is the id of the special token a marker is, or None (plain text).
     """
     calls = tools is not None and tools.calls_expected
     if not calls and text_grammar is None:
@@ -62,7 +62,7 @@ def chat_grammar(
         assert tools is not None and tool_format is not None
         # a named function is called once (as vLLM and OpenAI do)
         parallel = tools.parallel and tools.choice != "function"
-        spec = _FORMATS[tool_format](tools.callable_tools(), is_special, parallel,
+        spec = _FORMATS[tool_format](tools.callable_tools(), token_id, parallel,
                                      native_mistral_args)
         lines += spec.rules
         if tools.choice in ("required", "function"):
@@ -78,23 +78,23 @@ def chat_grammar(
             lines.append(f"PLAIN: /{spec.plain_text}/")
             body = "PLAIN | calls"
     lines.insert(1, f"answer: {body}")
-    lines.insert(1, _reasoning_start(reasoning, is_special, lines))
+    lines.insert(1, _reasoning_start(reasoning, token_id, lines))
     return json.dumps({"grammars": [{"lark_grammar": "\n".join(lines)}, *side]})
 
 
 def _reasoning_start(reasoning: tuple[str, str, bool] | None,
-                     is_special: Callable[[str], bool], lines: list[str]) -> str:
+                     token_id: Callable[[str], int | None], lines: list[str]) -> str:
     if reasoning is None:
         return "start: answer"
     open_tag, close_tag, inside = reasoning
-    lines.append(f"think_end[lazy]: /(.|\\n)*/ {_literal(close_tag, is_special)}")
+    lines.append(f"think_end[lazy]: /(.|\\n)*/ {_literal(close_tag, token_id)}")
     lines.append("SPACE: /[ \\t\\r\\n]*/")
     if inside:
         return "start: think_end SPACE answer"
     # Required, not optional: text that may start either way lets a call marker inside the
     # reasoning end the reasoning (a lazy lexeme wins), so a reasoning model is held to think
     # first; a prompt that closed the block already (thinking turned off) has no reasoning.
-    return f"start: SPACE {_literal(open_tag, is_special)} think_end SPACE answer"
+    return f"start: SPACE {_literal(open_tag, token_id)} think_end SPACE answer"
 
 
 def _first_grammar(grammar: str) -> dict[str, Any]:
@@ -108,8 +108,10 @@ def _first_grammar(grammar: str) -> dict[str, Any]:
     return {"lark_grammar": grammar}
 
 
-def _literal(text: str, is_special: Callable[[str], bool]) -> str:
-    return text if is_special(text) and text.startswith("<") else json.dumps(text)
+def _literal(text: str, token_id: Callable[[str], int | None]) -> str:
+    """A marker as the grammar matches it: the special token it is, or its text."""
+    special = token_id(text)
+    return f"<[{special}]>" if special is not None else json.dumps(text)
 
 
 class _Spec:
@@ -124,7 +126,7 @@ class _Spec:
         self.plain_text = plain_text
 
 
-Special = Callable[[str], bool]
+Special = Callable[[str], int | None]
 
 
 def _alternatives(name: str, tools: tuple[Tool, ...],
@@ -142,11 +144,11 @@ def _schema(value: Any) -> str:
     return "%json " + json.dumps(value if isinstance(value, dict) else {"type": "object"})
 
 
-def _hermes(tools: tuple[Tool, ...], is_special: Special, parallel: bool,
+def _hermes(tools: tuple[Tool, ...], token_id: Special, parallel: bool,
             _mistral_args: bool) -> _Spec:
     """``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``, one per call."""
-    trigger = _literal("<tool_call>", is_special)
-    end = _literal("</tool_call>", is_special)
+    trigger = _literal("<tool_call>", token_id)
+    end = _literal("</tool_call>", token_id)
 
     def rest(_: int, tool: Tool) -> str:
         head = json.dumps('\n{"name": ' + json.dumps(tool.name) + ', "arguments": ')
@@ -157,12 +159,12 @@ def _hermes(tools: tuple[Tool, ...], is_special: Special, parallel: bool,
                  trigger)
 
 
-def _qwen3_coder(tools: tuple[Tool, ...], is_special: Special, parallel: bool,
+def _qwen3_coder(tools: tuple[Tool, ...], token_id: Special, parallel: bool,
                  _mistral_args: bool) -> _Spec:
     """``<tool_call>\\n<function=NAME>\\n<parameter=KEY>\\nvalue\\n</parameter>\\n...``:
     string values are raw text, others JSON; parameters in the schema's order."""
-    trigger = _literal("<tool_call>", is_special)
-    end = _literal("</tool_call>", is_special)
+    trigger = _literal("<tool_call>", token_id)
+    end = _literal("</tool_call>", token_id)
     rules = ['value_text[lazy]: /(.|\\n)*\\n<\\/parameter>\\n/',
              'param_any: "<parameter=" /[^>\\n]+/ ">\\n" value_text']
 
@@ -199,7 +201,7 @@ def _call_object_schema(tools: tuple[Tool, ...], arguments_key: str) -> dict[str
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def _llama3_json(tools: tuple[Tool, ...], _special: Special, parallel: bool,
+def _llama3_json(tools: tuple[Tool, ...], _token_id: Special, parallel: bool,
                  _mistral_args: bool) -> _Spec:
     """The whole reply is ``{"name": ..., "parameters": {...}}`` (several joined by "; ")."""
     schema = _call_object_schema(tools, "parameters")
@@ -207,13 +209,13 @@ def _llama3_json(tools: tuple[Tool, ...], _special: Special, parallel: bool,
                  plain_text="([ \\t\\r\\n]*[^{ \\t\\r\\n](.|\\n)*)?")
 
 
-def _mistral(tools: tuple[Tool, ...], is_special: Special, parallel: bool,
+def _mistral(tools: tuple[Tool, ...], token_id: Special, parallel: bool,
              native_args: bool) -> _Spec:
     """``[TOOL_CALLS][{...}, ...]``, or ``[TOOL_CALLS]NAME[ARGS]{...}`` per call when the
     model's template writes that newer form."""
-    trigger = "<[TOOL_CALLS]>" if is_special("[TOOL_CALLS]") else json.dumps("[TOOL_CALLS]")
+    trigger = _literal("[TOOL_CALLS]", token_id)
     if native_args:
-        args = "<[ARGS]>" if is_special("[ARGS]") else json.dumps("[ARGS]")
+        args = _literal("[ARGS]", token_id)
 
         def rest(_: int, tool: Tool) -> str:
             return f"{json.dumps(tool.name)} {args} {_schema(tool.parameters)}"
@@ -229,7 +231,7 @@ def _mistral(tools: tuple[Tool, ...], is_special: Special, parallel: bool,
                   f"call_rest: {_schema(schema)}"], trigger)
 
 
-def _pythonic(tools: tuple[Tool, ...], _special: Special, parallel: bool,
+def _pythonic(tools: tuple[Tool, ...], _token_id: Special, parallel: bool,
               _mistral_args: bool) -> _Spec:
     """``[name(key=value, ...), ...]`` as the whole reply; values as JSON literals (strings,
     numbers, lists and objects read the same in Python; the parser also takes true/false)."""
