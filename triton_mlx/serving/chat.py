@@ -22,6 +22,7 @@ from triton_mlx.serving.errors import invalid
 from triton_mlx.serving.generation import ChoiceDelta, Generation
 from triton_mlx.serving.prompts import PromptError
 from triton_mlx.serving.reasoning import ReasoningSplitter, ReasoningTags, starts_inside
+from triton_mlx.serving.response_template import ResponseTemplateReader, has_response_template
 from triton_mlx.serving.tool_calls import (
     CallArguments,
     CallStart,
@@ -29,6 +30,7 @@ from triton_mlx.serving.tool_calls import (
     ToolCall,
     ToolCallParser,
     make_parser,
+    new_call_id,
 )
 from triton_mlx.serving.tool_grammar import ToolGrammarError, chat_grammar
 from triton_mlx.serving.tools import ToolRequest, chat_for_template, template_reads_tools
@@ -51,6 +53,9 @@ class ChatPlan:
     """The prompt opened the reasoning block: the output starts inside it."""
     keep_special_tokens: bool = False
     """The call markers are special tokens, which the text must keep for the parser."""
+    prompt_text: str = ""
+    response_template: Any = None
+    """The tokenizer, when its transformers response template reads the replies."""
 
     @property
     def parses_calls(self) -> bool:
@@ -75,10 +80,18 @@ def plan_chat(
     source = prompts.template_source(with_tools=tools is not None)
     native = template_reads_tools(source)
     tool_format = model.tool_format
-    if tools is not None and tools.calls_expected and tool_format is None:
-        raise invalid(f"tools: model '{model.name}' has a chat template with its own tool "
-                      "format that this server cannot parse; set tool_call_format in its "
-                      "triton_mlx.json (or --tool-call-format)", "tools")
+    calls = tools is not None and tools.calls_expected
+    # the model author's own description of its replies, where its tokenizer carries one
+    template_reader = (calls and tool_format != "default"
+                       and has_response_template(prompts.tokenizer))
+    if calls and tool_format is None:
+        if not template_reader:
+            raise invalid(f"tools: model '{model.name}' has a chat template with its own tool "
+                          "format that this server cannot parse; set tool_call_format in its "
+                          "triton_mlx.json (or --tool-call-format)", "tools")
+        if tools is not None and tools.choice in ("required", "function"):
+            raise invalid(f"tool_choice: model '{model.name}' has a call format the grammar "
+                          "cannot hold it to; use auto", "tool_choice")
     if tool_format == "default":
         native = False
     for key in template_kwargs or {}:
@@ -99,7 +112,8 @@ def plan_chat(
     special = [m for m in markers if prompts.special_token_id(m) is not None]
     try:
         grammar = chat_grammar(
-            tools=tools, tool_format=tool_format, text_grammar=text_grammar,
+            tools=tools if tool_format is not None else None, tool_format=tool_format,
+            text_grammar=text_grammar,
             reasoning=(tags.open, tags.close, inside) if thinking and tags else None,
             token_id=prompts.special_token_id,
             native_mistral_args=bool(source and "[ARGS]" in source),
@@ -109,7 +123,8 @@ def plan_chat(
     return ChatPlan(
         tokens=prompts.encode_rendered(text), grammar=grammar, tools=tools,
         tool_format=tool_format, reasoning=tags if thinking else None, reasoning_open=inside,
-        keep_special_tokens=bool(special) and tools is not None and tools.calls_expected,
+        keep_special_tokens=(bool(special) and calls) or template_reader, prompt_text=text,
+        response_template=prompts.tokenizer if template_reader else None,
     )
 
 
@@ -140,11 +155,17 @@ class ChoiceReader:
     plan: ChatPlan
     splitter: ReasoningSplitter | None = None
     parser: ToolCallParser | None = None
+    template: ResponseTemplateReader | None = None
     content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         plan = self.plan
+        if plan.response_template is not None and plan.tools is not None:
+            self.template = ResponseTemplateReader(
+                plan.response_template, plan.prompt_text,
+                [t.definition() for t in plan.tools.tools], new_call_id)
+            return
         if plan.reasoning is not None:
             self.splitter = ReasoningSplitter(plan.reasoning, inside=plan.reasoning_open)
         if plan.parses_calls and plan.tools is not None and plan.tool_format is not None:
@@ -153,9 +174,13 @@ class ChoiceReader:
 
     @property
     def calls(self) -> list[ToolCall]:
+        if self.template is not None:
+            return self.template.calls
         return self.parser.calls if self.parser is not None else []
 
     def read(self, delta: ChoiceDelta) -> ChatDelta:
+        if self.template is not None:
+            return self._read_with_template(delta)
         reasoning, answer = (self.splitter.feed(delta.text) if self.splitter is not None
                              else ("", delta.text))
         events = self.parser.feed(answer) if self.parser is not None and answer else []
@@ -172,6 +197,19 @@ class ChoiceReader:
         if self.parser is not None:
             answer = "".join(e.text for e in events if isinstance(e, TextDelta))
         calls = tuple(e for e in events if not isinstance(e, TextDelta))
+        return self._delta(delta, answer, reasoning, calls)
+
+    def _read_with_template(self, delta: ChoiceDelta) -> ChatDelta:
+        assert self.template is not None
+        reasoning, answer, calls = self.template.feed(delta.text)
+        if delta.finish_reason is not None:
+            more_reasoning, more_answer, more_calls = self.template.finish()
+            reasoning, answer = reasoning + more_reasoning, answer + more_answer
+            calls = calls + more_calls
+        return self._delta(delta, answer, reasoning, tuple(calls))
+
+    def _delta(self, delta: ChoiceDelta, answer: str, reasoning: str,
+               calls: tuple[CallEvent, ...]) -> ChatDelta:
         self.content.append(answer)
         self.reasoning.append(reasoning)
         finish = delta.finish_reason

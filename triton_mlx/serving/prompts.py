@@ -226,6 +226,11 @@ class PromptBuilder:
         self._special_ids: dict[str, int] | None = None
 
     @property
+    def tokenizer(self) -> Any:
+        """The tokenizer (for what it carries besides encoding: a response template)."""
+        return self._tokenizer
+
+    @property
     def has_chat_template(self) -> bool:
         return bool(self._templates)
 

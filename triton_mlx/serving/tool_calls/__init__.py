@@ -35,6 +35,7 @@ __all__ = [
     "ToolCallParser",
     "detect_format",
     "make_parser",
+    "new_call_id",
 ]
 
 _PARSERS: dict[str, type[ToolCallParser]] = {
@@ -47,7 +48,8 @@ _PARSERS: dict[str, type[ToolCallParser]] = {
 FORMATS: tuple[str, ...] = tuple(_PARSERS)
 
 
-def _openai_id() -> str:
+def new_call_id() -> str:
+    """An OpenAI-style call id: ``call_`` and 24 letters or digits."""
     return random_id(24, "call_")
 
 
@@ -65,5 +67,5 @@ def make_parser(
     if parser is None:
         raise ValueError(f"unknown tool-call format {format!r}; known: {', '.join(FORMATS)}")
     if new_id is None:
-        new_id = _mistral_id if format == "mistral" else _openai_id
+        new_id = _mistral_id if format == "mistral" else new_call_id
     return parser(tools, new_id)
