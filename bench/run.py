@@ -1,4 +1,5 @@
-"""The command line and the order of work: engine, our server, mlx_lm.server, then the report.
+"""The command line and the order of work: engine, our server, mlx_lm.server, the structured-
+output case (``bench.structured``, on a server of its own), then the report.
 
 Only one thing holds the model at a time (the raw engine in a child process, then each server),
 so on a small machine nothing competes with what is measured. Progress goes to stderr as each
@@ -15,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import clients, engine, servers, workload
+from bench import clients, engine, servers, structured, workload
 from bench.clients import CaseResult
-from bench.report import OURS, PEER, Run, load_line, machine_lines, render
+from bench.report import OURS, PEER, Run, load_line, machine_lines, render, render_structured
 
 DEFAULT_MODEL = servers.REPO_ROOT / "model_repository" / "SmolLM2-135M-Instruct"
 _T0 = time.monotonic()
@@ -45,6 +46,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-peer", action="store_true", help="do not run mlx_lm.server")
     p.add_argument("--skip-prefix", action="store_true", help="skip the prefix-cache case")
     p.add_argument("--skip-engine", action="store_true", help="skip the raw engine")
+    p.add_argument("--skip-structured", action="store_true",
+                   help="skip the structured-output case (bench.structured)")
+    p.add_argument("--only-structured", action="store_true",
+                   help="run only the structured-output case (as python -m bench.structured)")
+    p.add_argument("--structured-streams", type=structured.stream_counts, default=None,
+                   help="its stream counts, e.g. 1,16,64 (default: 1,16 on a CPU, 1,16,64 on "
+                   "a GPU)")
+    p.add_argument("--structured-max-tokens", type=int, default=None,
+                   help="its tokens per request (default: 48 on a CPU, 128 on a GPU)")
+    p.add_argument("--structured-repeats", type=int, default=5,
+                   help="its rounds per side and stream count (default: 5)")
     p.add_argument("--server-args", default="",
                    help="extra arguments for our server, one string, e.g. "
                    "'--runtime-profile small' (the raw engine follows its --runtime-profile)")
@@ -57,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_tokens < 2 or min(args.concurrency) < 1 or args.repeats < 1:
         p.error("--max-tokens must be >= 2, --repeats and every --concurrency >= 1")
+    if args.skip_structured and args.only_structured:
+        p.error("--skip-structured and --only-structured exclude each other")
+    if (min(args.structured_streams or [1]) < 1 or args.structured_repeats < 1
+            or (args.structured_max_tokens or 2) < 2):
+        p.error("--structured-streams and --structured-repeats must be >= 1, "
+                "--structured-max-tokens >= 2")
     args.concurrency = sorted(set(args.concurrency))
     args.model_dir = args.model_dir.resolve()
     if not (args.model_dir / "config.json").is_file():
@@ -183,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args.model_dir.name, args.max_tokens, args.concurrency, bias, args.repeats,
               machine_lines(), [load])
 
+    if args.only_structured:
+        section = run_structured(args, server_args)
+        progress("done")
+        print("\n".join(["# triton-mlx bench: structured output", *run.machine, *run.load, ""]))
+        print(render_structured(section), end="")
+        return int(structured.failed(section))
     if not args.skip_engine:
         progress("raw engine (child process)")
         run.engine = engine.run_engine(
@@ -198,6 +222,21 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: servers.peer(args.model_dir, args.slots, shlex.split(args.peer_args)))
         for make in makers:
             serve_and_measure(make(), run, args, bias, tokenizer, Path(tmp))
+    # Printed before the structured case runs: nothing there can lose these tables.
+    print(render(run), end="", flush=True)
+    failed = bool(run.failures)
+    if not args.skip_structured:
+        section = run_structured(args, server_args)
+        print("\n" + render_structured(section), end="")
+        failed = failed or structured.failed(section)
     progress("done")
-    print(render(run), end="")
-    return 1 if run.failures else 0
+    return int(failed)
+
+
+def run_structured(args: argparse.Namespace, server_args: list[str]) -> structured.Section:
+    """The structured-output case (``bench.structured``), against a server of its own."""
+    progress("structured output (bench.structured)")
+    return structured.run_section(
+        args.model_dir, streams=args.structured_streams, repeats=args.structured_repeats,
+        max_tokens=args.structured_max_tokens, timeout=args.case_timeout,
+        server_args=server_args, progress=progress)
