@@ -8,21 +8,24 @@ pay for it. Compiling a grammar costs milliseconds (more for big schemas) while 
 matcher costs microseconds, so each distinct grammar compiles once per model (a bounded LRU of
 pristine matchers) and every sequence gets a ``deep_copy`` (``n`` > 1 too: one matcher per choice).
 
-Where the mask goes. mlx-lm's ``BatchGenerator`` applies logits processors row by row, and it
-pipelines: the token sampled at one step is only known when the next step's processors run. So
-``GrammarProcessor`` is a per-sequence logits processor that first feeds the token sampled last
-step to its matcher (never the prompt), then fills the next mask (llguidance, in Rust) and applies
-it with MLX ops: masked-out tokens get -inf. A batched fill for all constrained rows would need a
-hook between the forward pass and the per-row processors, which ``BatchGenerator`` does not offer
-without forking it. Unconstrained sequences carry no grammar processor.
+Where the mask goes. One ``GrammarMasker`` serves a whole batch: at each decode step the batch
+generator (``grammar_batch``) hands it the logits of every row, the tokens each row fed the model
+this step and the rows that carry a ``ConstrainedSequence``. For those rows only, it feeds each
+matcher the token its row sampled last step (never the prompt: a row's first step feeds its last
+prompt token, which the matcher skips; one ``consume_token`` per row, about 2 us, cheaper than
+llguidance's parallel consume on a batch this small), fills all their bitmasks in one llguidance
+call (in Rust, spread over its threads) while the forward pass runs, unpacks them once and
+applies them to the whole batch in one MLX operation: refused tokens get -inf. Rows without a
+grammar get an all-allowed row (gathering and scattering the constrained rows costs more than
+that on MLX's CPU backend), and a batch without any grammar costs nothing.
 
 The end. llguidance admits an end-of-sequence token exactly where the text is complete, and only
 such a token once the grammar cannot go on: the batch generator then ends the sequence with
 "stop". Under a grammar ``ignore_eos`` has no effect (the grammar decides where the text ends, and
 a finished grammar must not loop), and ``min_tokens`` holds end-of-sequence back only while the
 grammar allows another token. ``max_tokens`` reached first ends it with "length". A matcher in
-error (a token it refuses, a resource limit) raises, and the sequence's ``FaultTrap`` fails that
-sequence alone.
+error (a token it refuses, a resource limit) is reported to its sequence's ``on_error`` (the
+engine's ``FaultTrap``, which fails that sequence alone) and its row is left unmasked meanwhile.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import llguidance
 import llguidance.numpy as llg_numpy
 import mlx.core as mx
+import numpy as np
 
 from triton_mlx.engine.tokenizer_access import grammar_tokenizer
 
@@ -42,6 +47,8 @@ logger = logging.getLogger("triton_mlx.engine")
 
 DEFAULT_CAPACITY = 64
 """Compiled grammars kept per model; a client cycling through more recompiles the oldest."""
+
+ErrorSink = Callable[[Exception], None]
 
 
 class GrammarError(Exception):
@@ -61,11 +68,12 @@ class GrammarCache:
         self.compilations = 0
         """Grammars compiled so far (a cache hit does not count)."""
 
-    def processor(self, grammar: str, prompt_length: int, min_tokens: int) -> GrammarProcessor:
-        """The logits processor of one new sequence under ``grammar``."""
+    def sequence(self, grammar: str, min_tokens: int,
+                 on_error: ErrorSink) -> ConstrainedSequence:
+        """The grammar state of one new sequence under ``grammar``."""
         matcher = self.matcher(grammar)
-        return GrammarProcessor(matcher, prompt_length, self._llguidance_tokenizer().vocab_size,
-                                self._eos_ids if min_tokens > 0 else [], min_tokens)
+        return ConstrainedSequence(matcher, self._llguidance_tokenizer().vocab_size,
+                                   self._eos_ids if min_tokens > 0 else [], min_tokens, on_error)
 
     def matcher(self, grammar: str) -> llguidance.LLMatcher:
         """A fresh matcher for ``grammar``, compiled at most once while it stays cached."""
@@ -95,54 +103,123 @@ class GrammarCache:
         return self._llg_tokenizer
 
 
-class GrammarProcessor:
-    """A logits processor that keeps one sequence inside its grammar.
+class ConstrainedSequence:
+    """One sequence's matcher and how far it has gone.
 
-    Called by the batch generator with the sequence's tokens so far (prompt, then generated)
-    and its logits of shape (1, vocab); returns them with every token the grammar refuses at
-    -inf. ``grammar_vocab`` is llguidance's vocabulary size: the logits may be wider, and the
-    model's padding tokens are refused. ``suppress`` (the end-of-sequence tokens) stays refused
-    until ``min_tokens`` tokens are generated, unless the grammar allows nothing else.
+    ``grammar_vocab`` is llguidance's vocabulary size: the logits may be wider, and the model's
+    padding tokens are refused. ``suppress`` (the end-of-sequence tokens) stays refused until
+    ``min_tokens`` tokens are generated, unless the grammar allows nothing else. ``on_error``
+    hears of a matcher in error, once.
     """
 
-    def __init__(self, matcher: llguidance.LLMatcher, prompt_length: int, grammar_vocab: int,
-                 suppress: list[int], min_tokens: int) -> None:
-        self._matcher = matcher
-        self._prompt_length = prompt_length
-        self._suppress = mx.array(suppress, dtype=mx.int32) if suppress else None
+    def __init__(self, matcher: llguidance.LLMatcher, grammar_vocab: int, suppress: list[int],
+                 min_tokens: int, on_error: ErrorSink) -> None:
+        self.matcher = matcher
+        self.grammar_vocab = grammar_vocab
+        self.generated = 0
+        """Tokens consumed so far: all but the one sampled at the latest step."""
+        self.started = False
+        """Whether the matcher has masked a step: from then on each step feeds it a token."""
+        self.failed = False
+        self._suppress = [t for t in suppress if t < grammar_vocab]
         self._min_tokens = min_tokens
-        self._consumed = 0
-        self._bitmask = llg_numpy.allocate_token_bitmask(1, grammar_vocab)
+        self._on_error = on_error
 
-    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
-        generated = tokens.size - self._prompt_length
-        if generated > self._consumed:  # the token sampled at the previous step
-            self._matcher.consume_token(int(tokens[-1].item()))
-            self._consumed = generated
-        llg_numpy.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
-        if self._matcher.is_error():
-            raise GrammarError(self._matcher.get_error())
-        allowed = unpack_bitmask(mx.array(self._bitmask), logits.shape[-1])
-        if self._suppress is not None and generated < self._min_tokens:
-            allowed = self._hold_back_end(allowed)
-        return mx.where(allowed, logits, -mx.inf)
+    def consume(self, token: int) -> None:
+        """Feed the token sampled at the step before; a refused one puts the matcher in error."""
+        self.generated += 1
+        if not self.failed:
+            self.matcher.consume_token(token)
 
-    def _hold_back_end(self, allowed: mx.array) -> mx.array:
-        """``allowed`` less the end-of-sequence tokens, when something else remains."""
-        keep = mx.ones((allowed.shape[-1],), dtype=mx.bool_)
-        keep[self._suppress] = False
-        held = allowed & keep
-        return mx.where(mx.any(held), held, allowed)
+    def fail(self, error: Exception) -> None:
+        if not self.failed:
+            self.failed = True
+            self._on_error(error)
+
+    def hold_back_end(self, bits: np.ndarray) -> None:
+        """Clear the end-of-sequence bits of this row's bitmask while ``min_tokens`` is not
+        reached and something else remains allowed."""
+        if not self._suppress or self.generated >= self._min_tokens:
+            return
+        words = bits.view(np.uint32)
+        held = words.copy()
+        for token in self._suppress:
+            held[token >> 5] &= np.uint32(~(1 << (token & 31)) & 0xFFFFFFFF)
+        if held.any():
+            words[:] = held
 
 
-def unpack_bitmask(bits: mx.array, vocab_size: int) -> mx.array:
-    """(batch, vocab_size) booleans from llguidance's (batch, words) int32 bitmask, one bit per
-    token, least significant first; tokens past the bitmask (padding of the model's vocabulary)
-    are refused."""
-    batch, words = bits.shape
-    # Made per call: an MLX array belongs to the stream of the thread that made it.
-    shifts = mx.arange(32, dtype=mx.int32)
-    allowed = (((bits[:, :, None] >> shifts) & 1) == 1).reshape(batch, words * 32)
+class GrammarMasker:
+    """Applies the grammars of a batch's constrained rows to its logits, once per step."""
+
+    def __init__(self) -> None:
+        self._executor: llguidance.LLExecutor | None = None  # its thread pool starts on first use
+
+    def apply(self, logits: mx.array, inputs: mx.array,
+              rows: Sequence[tuple[int, ConstrainedSequence]]) -> mx.array:
+        """``logits`` (batch, vocab) with each constrained row's refused tokens at -inf.
+
+        ``inputs`` (batch,) holds what each row fed the model this step: the token it sampled
+        at the step before, which its matcher consumes, or at its first step its last prompt
+        token, which it does not. ``rows`` pairs a row index with its sequence, in row order.
+        """
+        if not rows:
+            return logits
+        mx.async_eval(logits)  # the forward pass runs while the masks fill
+        tokens = inputs.tolist()
+        executor = self._executor or llguidance.LLExecutor()
+        self._executor = executor
+        sequences = [sequence for _, sequence in rows]
+        for i, sequence in rows:
+            if sequence.started:
+                _guarded(sequence, lambda s=sequence, t=tokens[i]: s.consume(t))
+        bits = self._fill(executor, sequences)
+        for k, sequence in enumerate(sequences):
+            sequence.started = True
+            if sequence.matcher.is_error():
+                sequence.fail(GrammarError(sequence.matcher.get_error()))
+            if sequence.failed:  # its trap fails it after this step; let the batch finish
+                bits[k] = -1
+            else:
+                sequence.hold_back_end(bits[k])
+        allowed = unpack_bitmask(bits, logits.shape[-1])
+        if len(rows) < logits.shape[0]:  # the other rows: every token allowed
+            every = np.ones((logits.shape[0], allowed.shape[1]), dtype=np.uint8)
+            every[[i for i, _ in rows]] = allowed
+            allowed = every
+        # +inf where allowed, -inf where refused: a minimum is the mask, and MLX's CPU backend
+        # runs it several times faster than a where.
+        limit = (mx.array(allowed).astype(logits.dtype) * 2 - 1) * mx.inf
+        return mx.minimum(logits, limit)
+
+    @staticmethod
+    def _fill(executor: llguidance.LLExecutor,
+              sequences: list[ConstrainedSequence]) -> np.ndarray:
+        bits = llg_numpy.allocate_token_bitmask(len(sequences), sequences[0].grammar_vocab)
+        try:
+            llg_numpy.fill_next_token_bitmask_par(
+                executor, [(s.matcher, k) for k, s in enumerate(sequences)], bits)
+        except Exception:  # not a matcher's own error (that is a state): find out whose
+            for k, sequence in enumerate(sequences):
+                _guarded(sequence, lambda s=sequence, k=k: llg_numpy.fill_next_token_bitmask(
+                    s.matcher, bits, k))
+        return bits
+
+
+def _guarded(sequence: ConstrainedSequence, call: Callable[[], Any]) -> None:
+    if sequence.failed:
+        return
+    try:
+        call()
+    except Exception as exc:
+        sequence.fail(exc)
+
+
+def unpack_bitmask(bits: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(batch, vocab_size) uint8, 1 where allowed, from llguidance's (batch, words) int32
+    bitmask (one bit per token, least significant first); tokens past the bitmask (padding of the
+    model's vocabulary) are refused. Unpacked on the host: numpy does it in microseconds."""
+    allowed = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")
     if allowed.shape[1] >= vocab_size:
         return allowed[:, :vocab_size]
-    return mx.pad(allowed, [(0, 0), (0, vocab_size - allowed.shape[1])], constant_values=False)
+    return np.pad(allowed, [(0, 0), (0, vocab_size - allowed.shape[1])])
