@@ -307,13 +307,16 @@ def test_min_tokens_holds_the_end_back_row_by_row(engine):
     assert re.fullmatch("a[a-z]*", held_text) and len(held_text) > 1, held_text
 
 
-def test_one_mask_for_the_batch_leaves_free_rows_and_refuses_padding(engine):
+@pytest.mark.parametrize("on_device", [False, True], ids=["host-unpack", "device-unpack"])
+def test_one_mask_for_the_batch_leaves_free_rows_and_refuses_padding(engine, on_device):
+    """Both ways of unpacking the bits (numpy on a CPU, MLX on a GPU) mask alike; the device
+    way runs here on MLX's CPU backend."""
     eos_ids = sorted(engine.tokenizer.eos_token_ids)
     grammars = constraints.GrammarCache(engine.tokenizer, eos_ids)
     rows = [grammars.sequence(CODE_GRAMMAR, 0, on_error=pytest.fail) for _ in range(2)]
     width = rows[0].grammar_vocab + 40  # the model's vocabulary, padded past the tokenizer's
     logits = mx.random.normal((3, width))
-    masked = constraints.GrammarMasker().apply(
+    masked = constraints.GrammarMasker(unpack_on_device=on_device).apply(
         logits, mx.array([7, 7, 7]), [(0, rows[0]), (2, rows[1])])  # row 1 has no grammar
     masked, logits = np.array(masked), np.array(logits)
     assert np.array_equal(masked[1], logits[1])
