@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,13 @@ def executions(output: str) -> int | None:
 def test_request_fuzzer_runs_clean_for_a_while(tmp_path):
     seconds = int(os.environ.get("FUZZ_SECONDS", "20"))
     env = {**os.environ, "FUZZ_WORK_DIR": str(tmp_path)}
+    # libFuzzer reads its peak RSS from getrusage, which a child inherits from its parent at
+    # fork: this test process's own peak (models loaded by earlier tests) would count as the
+    # fuzzer's. So the limit is libFuzzer's default 2 GB above what it starts with.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     proc = subprocess.run(
         [sys.executable, "-m", "fuzz.fuzz_requests", f"-max_total_time={seconds}",
-         "-print_final_stats=1"],
+         "-print_final_stats=1", f"-rss_limit_mb={inherited_mb + 2048}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 300,
     )
     output = proc.stdout + proc.stderr
