@@ -24,8 +24,7 @@ from triton_mlx.serving.prompts import PromptError
 from triton_mlx.serving.reasoning import ReasoningSplitter, ReasoningTags, starts_inside
 from triton_mlx.serving.response_template import ResponseTemplateReader, has_response_template
 from triton_mlx.serving.tool_calls import (
-    CallArguments,
-    CallStart,
+    CallEvent,
     TextDelta,
     ToolCall,
     ToolCallParser,
@@ -37,7 +36,6 @@ from triton_mlx.serving.tools import ToolRequest, chat_for_template, template_re
 
 logger = logging.getLogger("triton_mlx.serving")
 
-CallEvent = CallStart | CallArguments
 
 
 @dataclass

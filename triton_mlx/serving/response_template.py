@@ -34,11 +34,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from triton_mlx.serving.tool_calls import CallArguments, CallStart, ToolCall
+from triton_mlx.serving.tool_calls import CallArguments, CallEvent, CallStart, ToolCall
 
 log = logging.getLogger("triton_mlx.serving")
 
-CallEvent = CallStart | CallArguments
 
 CONTENT_FIELDS = ("content",)
 REASONING_FIELDS = ("thinking", "reasoning_content", "reasoning")

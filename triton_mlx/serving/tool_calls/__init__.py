@@ -14,6 +14,7 @@ from triton_mlx.serving.tool_calls.base import ToolCallParser, random_id
 from triton_mlx.serving.tool_calls.detect import detect_format
 from triton_mlx.serving.tool_calls.events import (
     CallArguments,
+    CallEvent,
     CallStart,
     Event,
     TextDelta,
@@ -28,6 +29,7 @@ from triton_mlx.serving.tool_calls.qwen3_coder import Qwen3CoderParser
 __all__ = [
     "FORMATS",
     "CallArguments",
+    "CallEvent",
     "CallStart",
     "Event",
     "TextDelta",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import string
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from triton_mlx.serving.tool_calls.events import (
@@ -47,7 +48,7 @@ def could_become(text: str, markers: tuple[str, ...]) -> bool:
     return any(len(text) < len(m) and m.startswith(text) for m in markers)
 
 
-class ToolCallParser:
+class ToolCallParser(ABC):
     """Turns generated text, in chunks, into text and tool calls (one format per subclass)."""
 
     format = ""
@@ -63,6 +64,8 @@ class ToolCallParser:
         self._malformed = False
         self._after_call = False  # whitespace right after a call is not content
         self._finished = False
+        self._raw = ""  # a call's markup so far, while it may still go back as text
+        self._started = False  # the current call is announced (CallStart given out)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -96,13 +99,13 @@ class ToolCallParser:
 
     # -- for subclasses -------------------------------------------------------------------
 
+    @abstractmethod
     def _step(self, final: bool) -> bool:
         """Advance the state machine over ``_buf``; False when it needs more text."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _close(self) -> None:
         """The output ended in the current state (after ``_step`` ran with ``final``)."""
-        raise NotImplementedError
 
     def _run(self, final: bool) -> None:
         while self._step(final):
@@ -199,3 +202,11 @@ class ToolCallParser:
                 break
         consumed, self._buf = self._buf[:used], self._buf[used:]
         return status, consumed
+
+    def _push_call_text(self, reader) -> int:
+        """``_push_chars``, keeping what it consumed in ``_raw`` while the call is not yet
+        announced: only such a call can still be given back as text. Returns the status."""
+        status, consumed = self._push_chars(reader)
+        if not self._started:
+            self._raw += consumed
+        return status

@@ -34,6 +34,7 @@ class CallArguments:
     fragment: str
 
 
+CallEvent = CallStart | CallArguments
 Event = TextDelta | CallStart | CallArguments
 
 

@@ -59,9 +59,7 @@ class HermesParser(ToolCallParser):
     def _body(self) -> bool:
         if not self._buf:
             return False
-        status, consumed = self._push_chars(self._reader)
-        if not self._started:  # only a call not yet announced can be given back as text
-            self._raw += consumed
+        status = self._push_call_text(self._reader)
         self._announce()
         if status == DONE:
             if not self._started:

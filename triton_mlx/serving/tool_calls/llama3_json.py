@@ -82,9 +82,7 @@ class Llama3JsonParser(ToolCallParser):
     def _body(self) -> bool:
         if not self._buf:
             return False
-        status, consumed = self._push_chars(self._reader)
-        if not self._started:  # only a call not yet announced can be given back as text
-            self._raw += consumed
+        status = self._push_call_text(self._reader)
         reader = self._reader
         if not self._started and reader.ready:
             self._start_call(reader.name)

@@ -116,9 +116,7 @@ class MistralParser(ToolCallParser):
     def _read(self) -> bool:
         if not self._buf:
             return False
-        status, consumed = self._push_chars(self._reader)
-        if not self._started:  # only a call not yet announced can be given back as text
-            self._raw += consumed
+        status = self._push_call_text(self._reader)
         reader = self._reader
         if isinstance(reader, CallObjectReader):
             if not self._started and reader.ready:
