@@ -9,14 +9,14 @@ matcher costs microseconds, so each distinct grammar compiles once per model (a 
 pristine matchers) and every sequence gets a ``deep_copy`` (``n`` > 1 too: one matcher per choice).
 
 Where the mask goes. One ``GrammarMasker`` serves a whole batch: at each decode step the batch
-generator (``grammar_batch``) hands it the logits of every row, the tokens each row fed the model
-this step and the rows that carry a ``ConstrainedSequence``. For those rows only, it feeds each
-matcher the token its row sampled last step (never the prompt: a row's first step feeds its last
-prompt token, which the matcher skips; one ``consume_token`` per row, about 2 us, cheaper than
-llguidance's parallel consume on a batch this small), fills all their bitmasks in one llguidance
-call (in Rust, spread over its threads), unpacks them once and applies them to the whole batch
-in one MLX operation: refused tokens get -inf. On a CPU numpy unpacks the bits; on a GPU the
-packed bits (32 times smaller) go over and are unpacked there. Rows without a grammar get an
+generator (``grammar_batch``) hands it the tokens each row fed the model this step and the rows
+that carry a ``ConstrainedSequence``, then dispatches the forward pass while the masker's worker
+thread, for those rows only, feeds each matcher the token its row sampled last step (never the
+prompt: a row's first step feeds its last prompt token, which the matcher skips; one
+``consume_token`` per row, about 2 us) and fills all their bitmasks in one llguidance call (in
+Rust, spread over its threads). The masks then go on the whole batch in one operation: refused
+tokens get -inf. On a CPU numpy unpacks the bits; on a GPU the packed bits (32 times smaller) go
+over and one compiled function unpacks and applies them. Rows without a grammar get an
 all-allowed row (gathering and scattering the constrained rows costs more than that on MLX's CPU
 backend), and a batch without any grammar costs nothing.
 
@@ -35,6 +35,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import llguidance
@@ -151,38 +152,66 @@ class ConstrainedSequence:
 
 
 class GrammarMasker:
-    """Applies the grammars of a batch's constrained rows to its logits, once per step."""
+    """Applies the grammars of a batch's constrained rows to its logits, once per step.
+
+    A step is two calls: ``start`` waits for the tokens the rows fed the model and hands the
+    matchers' work (consume, fill, unpack on a CPU) to this masker's worker thread; ``mask``
+    takes its result. Between them the batch generator dispatches the forward pass, so the
+    host fills the masks while it launches the model's kernels: on MLX's CUDA backend a decode
+    step is bound by that launch work, and filling before it made a 64-row step ~35% longer.
+    """
 
     def __init__(self, unpack_on_device: bool | None = None) -> None:
         self._executor: llguidance.LLExecutor | None = None  # its thread pool starts on first use
+        self._worker: ThreadPoolExecutor | None = None  # its thread ends with this masker
         if unpack_on_device is None:
             unpack_on_device = mx.default_device().type == mx.DeviceType.gpu
         self.unpack_on_device = unpack_on_device
-        """On a GPU the packed bits (32x smaller) go over and are unpacked there; on a CPU
-        numpy unpacks them faster than MLX's CPU backend would."""
+        """On a GPU the packed bits (32x smaller) go over and are unpacked there, by one
+        compiled function; on a CPU numpy unpacks them faster than MLX's CPU backend would."""
+        self._mask_words = mx.compile(_mask_words)
 
-    def apply(self, logits: mx.array, inputs: mx.array,
-              rows: Sequence[tuple[int, ConstrainedSequence]]) -> mx.array:
-        """``logits`` (batch, vocab) with each constrained row's refused tokens at -inf.
+    def start(self, inputs: mx.array, rows: Sequence[tuple[int, ConstrainedSequence]],
+              vocab: int) -> Future[np.ndarray]:
+        """Start computing the masks of ``rows`` for a (batch, ``vocab``) step; pass the result
+        to ``mask``.
 
         ``inputs`` (batch,) holds what each row fed the model this step: the token it sampled
         at the step before, which its matcher consumes, or at its first step its last prompt
         token, which it does not. ``rows`` pairs a row index with its sequence, in row order.
         """
+        tokens = inputs.tolist()  # waits for the step before's tokens
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="triton-mlx-grammar")
+            self._executor = llguidance.LLExecutor()
+        return self._worker.submit(self._rows_mask, tokens, list(rows), vocab)
+
+    def mask(self, logits: mx.array, pending: Future[np.ndarray]) -> mx.array:
+        """``logits`` (batch, vocab) with each constrained row's refused tokens at -inf."""
+        result = pending.result()
+        if self.unpack_on_device:
+            return self._mask_words(logits, mx.array(result))
+        # +inf where allowed, -inf where refused: a minimum is the mask, and MLX's CPU backend
+        # runs it several times faster than a where.
+        return mx.minimum(logits, (mx.array(result).astype(logits.dtype) * 2 - 1) * mx.inf)
+
+    def apply(self, logits: mx.array, inputs: mx.array,
+              rows: Sequence[tuple[int, ConstrainedSequence]]) -> mx.array:
+        """``start`` and ``mask`` in one call, for callers with nothing to do in between."""
         if not rows:
             return logits
-        # No mx.async_eval(logits) to overlap the fill with the forward pass: on MLX's CUDA
-        # backend (0.32.4) that call blocked ~5 ms at batch 64 and made the step slower
-        # (9.4-10.0 ms against 6.9 ms on an H200), dispatched after this wait it did not help
-        # either; on the CPU it changed nothing.
-        tokens = inputs.tolist()
-        executor = self._executor or llguidance.LLExecutor()
-        self._executor = executor
-        sequences = [sequence for _, sequence in rows]
+        return self.mask(logits, self.start(inputs, rows, logits.shape[-1]))
+
+    def _rows_mask(self, tokens: list[int], rows: list[tuple[int, ConstrainedSequence]],
+                   vocab: int) -> np.ndarray:
+        """On the worker: feed each matcher its token, fill their bitmasks, and lay them out
+        for the whole batch: the packed words, or on the host path the unpacked bytes."""
+        assert self._executor is not None
         for i, sequence in rows:
             if sequence.started:
                 _guarded(sequence, lambda s=sequence, t=tokens[i]: s.consume(t))
-        bits = self._fill(executor, sequences)
+        sequences = [sequence for _, sequence in rows]
+        bits = self._fill(self._executor, sequences)
         for k, sequence in enumerate(sequences):
             sequence.started = True
             if sequence.matcher.is_error():
@@ -191,17 +220,17 @@ class GrammarMasker:
                 bits[k] = -1
             else:
                 sequence.hold_back_end(bits[k])
+        # Rows without a grammar allow every token (gathering and scattering the constrained
+        # rows costs more than that on MLX's CPU backend); past a grammar's vocabulary, the
+        # model's padding tokens, a constrained row refuses.
+        words = np.full((len(tokens), (vocab + 31) // 32), -1, dtype=np.int32)
+        index = [i for i, _ in rows]
+        width = min(bits.shape[1], words.shape[1])
+        words[index, :width] = bits[:, :width]
+        words[index, width:] = 0
         if self.unpack_on_device:
-            return mx.minimum(logits, _device_limit(bits, [i for i, _ in rows], logits))
-        allowed = unpack_bitmask(bits, logits.shape[-1])
-        if len(rows) < logits.shape[0]:  # the other rows: every token allowed
-            every = np.ones((logits.shape[0], allowed.shape[1]), dtype=np.uint8)
-            every[[i for i, _ in rows]] = allowed
-            allowed = every
-        # +inf where allowed, -inf where refused: a minimum is the mask, and MLX's CPU backend
-        # runs it several times faster than a where.
-        limit = (mx.array(allowed).astype(logits.dtype) * 2 - 1) * mx.inf
-        return mx.minimum(logits, limit)
+            return words
+        return unpack_bitmask(words, vocab)
 
     @staticmethod
     def _fill(executor: llguidance.LLExecutor,
@@ -217,6 +246,14 @@ class GrammarMasker:
         return bits
 
 
+def _mask_words(logits: mx.array, words: mx.array) -> mx.array:
+    """``logits`` (batch, vocab) at -inf where the bit of ``words`` (batch, >= vocab / 32
+    int32, least significant bit first) is clear; compiled, one kernel on a GPU."""
+    allowed = (words[:, :, None] >> mx.arange(32, dtype=mx.int32)) & 1
+    allowed = allowed.reshape(words.shape[0], -1)[:, : logits.shape[-1]]
+    return mx.where(allowed == 1, logits, mx.array(-mx.inf, dtype=logits.dtype))
+
+
 def _guarded(sequence: ConstrainedSequence, call: Callable[[], Any]) -> None:
     if sequence.failed:
         return
@@ -224,25 +261,6 @@ def _guarded(sequence: ConstrainedSequence, call: Callable[[], Any]) -> None:
         call()
     except Exception as exc:
         sequence.fail(exc)
-
-
-def _device_limit(bits: np.ndarray, rows: list[int], logits: mx.array) -> mx.array:
-    """+inf where allowed, -inf where refused, for the whole batch, unpacked on the device from
-    the constrained rows' packed bits; rows without a grammar allow everything."""
-    batch, vocab = logits.shape
-    words = mx.array(bits)  # (rows, words) int32
-    shifts = mx.arange(32, dtype=mx.int32)  # made per call: arrays belong to their thread
-    allowed = ((words[:, :, None] >> shifts) & 1).reshape(words.shape[0], -1)
-    if allowed.shape[1] >= vocab:
-        allowed = allowed[:, :vocab]
-    else:
-        allowed = mx.pad(allowed, [(0, 0), (0, vocab - allowed.shape[1])])
-    limit = mx.where(allowed == 1, mx.inf, -mx.inf).astype(logits.dtype)
-    if len(rows) == batch:
-        return limit
-    full = mx.full((batch, vocab), mx.inf, dtype=logits.dtype)
-    full[mx.array(rows)] = limit
-    return full
 
 
 def unpack_bitmask(bits: np.ndarray, vocab_size: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 Why. mlx-lm (0.32) applies logits processors row by row: once any row of the batch has one, it
 slices out and concatenates every row, and a grammar as a per-row processor also filled and
 applied its own mask. Here the rows under a grammar have no processor for it: between the
-forward pass and sampling, ``GrammarMasker`` masks all of them in one operation, and a batch
+forward pass and sampling, ``GrammarMasker`` masks all of them in one operation (its matchers
+fill their masks on a worker thread while this thread dispatches the forward pass), and a batch
 without any grammar runs mlx-lm's step as it is. Each constrained sequence is registered by uid
 (``ConstrainedGenerator.constrain``), so rows that join or leave the batch, whatever order the
 batch keeps them in, always meet their own matcher; the generator forgets a sequence when it
@@ -35,11 +36,19 @@ class Constraints:
         self.masker = GrammarMasker()
 
     def apply(self, uids: list[int], inputs: mx.array, logits: mx.array) -> mx.array:
-        """``logits`` of the batch rows ``uids`` under their grammars, if any has one."""
+        """``logits`` of the batch rows ``uids`` under their grammars, if any has one.
+
+        The forward pass (``logits``, not yet evaluated) is dispatched while the masker's
+        worker fills the masks: the host does both at once.
+        """
         if not self.by_uid:
             return logits
         rows = [(i, s) for i, uid in enumerate(uids) if (s := self.by_uid.get(uid)) is not None]
-        return self.masker.apply(logits, inputs, rows)
+        if not rows:
+            return logits
+        pending = self.masker.start(inputs, rows, logits.shape[-1])
+        mx.async_eval(logits)
+        return self.masker.mask(logits, pending)
 
 
 class ConstrainedGenerator(BatchGenerator):
