@@ -12,12 +12,16 @@ Layout (all little-endian), per the GGUF spec in ggml's docs/gguf.md::
     tensor_count x (name: string, n_dims u32, dims u64 x n_dims, ggml_type u32, offset u64)
 
 where a string is a u64 byte length then UTF-8 bytes, and an array value is an
-element type u32, a u64 count, then the elements. Tensor data follows, aligned;
-it is not read here.
+element type u32, a u64 count, then the elements. The tensor data section
+follows, starting at the next multiple of ``general.alignment`` (default 32);
+each tensor's ``offset`` is relative to it. The data is not read here, but the
+header says where it is (``GGUFHeader.data_offset``) and how long each tensor's
+bytes are (``TensorInfo.nbytes``, from ggml's block sizes).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -36,6 +40,18 @@ GGML_TYPE_NAMES = {
     22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64",
     29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
 }  # fmt: skip
+GGML_TYPE_IDS = {name: type_id for type_id, name in GGML_TYPE_NAMES.items()}
+
+# ggml_type id -> (weights per block, bytes per block), from ggml's type traits. Types
+# missing here have a size this parser does not know (``TensorInfo.nbytes`` raises).
+GGML_BLOCK_SIZES = {
+    0: (1, 4), 1: (1, 2), 30: (1, 2), 28: (1, 8),  # F32, F16, BF16, F64
+    24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8),  # I8, I16, I32, I64
+    2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),
+    15: (256, 292),  # Q8_K
+}  # fmt: skip
+DEFAULT_ALIGNMENT = 32
 
 # GGUF metadata value types: id -> struct format of a scalar (None: string/array).
 _UINT8, _INT8, _UINT16, _INT16, _UINT32, _INT32, _FLOAT32, _BOOL = range(8)
@@ -65,15 +81,40 @@ class TensorInfo:
     def type_name(self) -> str:
         return GGML_TYPE_NAMES.get(self.ggml_type, f"unknown type {self.ggml_type}")
 
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the tensor's data in bytes. Raises GGUFFormatError for a type whose
+        block size is unknown, or a row length that is not a whole number of blocks."""
+        if self.ggml_type not in GGML_BLOCK_SIZES:
+            raise GGUFFormatError(
+                f"tensor {self.name}: the size of ggml type {self.type_name} is not known"
+            )
+        block_weights, block_bytes = GGML_BLOCK_SIZES[self.ggml_type]
+        row = self.shape[-1] if self.shape else 1
+        if row % block_weights:
+            raise GGUFFormatError(
+                f"tensor {self.name}: rows of {row} weights are not a whole number of "
+                f"{self.type_name} blocks of {block_weights}"
+            )
+        return self.n_elements // block_weights * block_bytes
+
 
 @dataclass(frozen=True)
 class GGUFHeader:
     """Metadata values are Python scalars/strings; arrays of numbers or bools are
-    numpy arrays, arrays of strings (or of arrays) are lists."""
+    numpy arrays, arrays of strings (or of arrays) are lists. ``data_offset`` is the
+    file offset of the tensor data section (a tensor's data starts at
+    ``data_offset + info.offset``)."""
 
     version: int
     metadata: dict[str, Any]
     tensors: list[TensorInfo]
+    data_offset: int = 0
+    alignment: int = DEFAULT_ALIGNMENT
 
 
 def read_header(path: str | os.PathLike) -> GGUFHeader:
@@ -110,7 +151,11 @@ class _Parser:
             key = self._string()
             metadata[key] = self._value(self._scalar("<I"))
         tensors = [self._tensor_info() for _ in range(tensor_count)]
-        return GGUFHeader(version, metadata, tensors)
+        alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0:
+            raise GGUFFormatError(f"invalid general.alignment {alignment!r}")
+        data_offset = -(-self._f.tell() // alignment) * alignment
+        return GGUFHeader(version, metadata, tensors, data_offset, alignment)
 
     def _read(self, n: int) -> bytes:
         # Checked against the file size first: a corrupt length must not allocate gigabytes.
