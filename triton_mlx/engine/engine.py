@@ -219,6 +219,7 @@ class Engine(ModelThread):
         self._eos_ids = sorted(self._tokenizer.eos_token_ids)
         self._grammars = GrammarCache(self._tokenizer, self._eos_ids)
         self._generator = self._new_generator()
+        self.prefix_cache.watch_model(self._model)
         if self._warmup:  # on a GPU each batch size compiles once; a CPU compiles nothing
             prompt = self._tokenizer.encode("Hello")[-4:] or [0]
             batch_generator.warm_up(self._generator, prompt,
@@ -289,6 +290,7 @@ class Engine(ModelThread):
             prompt_responses, responses = self._generator.next()
             for response in prompt_responses:
                 if response.end_of_prompt:
+                    self.prefix_cache.store_prompt(self._generator, response.uid)
                     self._fork(response.uid)
             outputs = self._handle_step(responses)
         except Exception:

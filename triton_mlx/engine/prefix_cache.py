@@ -6,6 +6,24 @@ under its tokens; a new prompt starts from the longest stored prefix and prefill
 rest. Bounded by bytes; the least recently stored entries go first (a hit re-stores the entry
 with the new sequence's longer tokens, so it counts as recent). Built on mlx-lm's
 ``LRUPromptCache`` trie.
+
+Sliding-window layers (gemma2/3's local attention: mlx-lm's ``RotatingKVCache``, a ring buffer
+of the last ``max_size`` tokens). A reused cache must hold exactly what a cold prefill of the
+same prefix would, so a rotating layer is reused only where that is exact:
+
+- an entry is cut back to a shorter prefix (a prompt that diverges inside it) only while no
+  rotating layer has wrapped, i.e. each still holds every token of the entry: then it holds
+  the same keys and values as a plain cache (mlx-lm's ``is_trimmable``: offset < max_size).
+  Once a layer has wrapped, the tokens before its window are overwritten and the cut is
+  impossible; such an entry serves only prompts that extend all of its tokens, which needs no
+  cut (the next tokens attend to the window the layer still holds, as in a cold prefill).
+- a sequence's end-of-generation entry has usually wrapped when its prompt plus its output
+  outgrow the window, even when the prompt alone fits. So for models with rotating layers the
+  prompt's own cache is also stored as soon as it is prefilled (``store_prompt``), if every
+  rotating layer still holds the whole prompt. A prompt that fits the window is thus reusable
+  by any later prompt sharing a prefix with it, whatever the length of the output.
+Prompts longer than the window reuse a prefix only as the start of a longer prompt
+(multi-turn chats, agent loops); two prompts that share only a long system prompt do not.
 """
 
 from __future__ import annotations
@@ -13,7 +31,14 @@ from __future__ import annotations
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import (
+    CacheList,
+    LRUPromptCache,
+    RotatingKVCache,
+    can_trim_prompt_cache,
+    make_prompt_cache,
+    trim_prompt_cache,
+)
 
 _KEY = "model"  # one cache per engine, so one trie root
 
@@ -26,6 +51,7 @@ class PrefixCache:
         self._cache = LRUPromptCache(max_size=1 << 30, max_bytes=max_bytes)
         self.hits = 0
         self.cached_tokens = 0
+        self.keeps_prompts = False  # set by ``watch_model``
 
     @property
     def enabled(self) -> bool:
@@ -34,6 +60,11 @@ class PrefixCache:
     @property
     def nbytes(self) -> int:
         return self._cache.nbytes
+
+    def watch_model(self, model: Any) -> None:
+        """Note whether ``model`` has sliding-window layers, whose prompts are stored as soon as
+        they are prefilled (``store_prompt``)."""
+        self.keeps_prompts = self.enabled and has_rotating_layers(model)
 
     def fetch(self, prompt: list[int]) -> tuple[list[Any] | None, int]:
         """A private copy of the cache of the longest stored prefix of ``prompt``, and its
@@ -66,6 +97,28 @@ class PrefixCache:
             mx.eval([c.state for c in cache])
             self._cache.insert_cache(_KEY, list(tokens), cache)
 
+    def store_prompt(self, generator: Any, uid: int) -> None:
+        """Sequence ``uid`` of mlx-lm's ``generator`` has just prefilled its prompt: for a model
+        with sliding-window layers, keep the prompt's cache while every such layer still holds
+        the whole prompt (see the module docstring); otherwise do nothing."""
+        if not self.keeps_prompts:
+            return
+        found = generator.extract_cache([uid]).get(uid)
+        if found is not None and can_trim_prompt_cache(found[0]):
+            cache, tokens = found
+            self.store(list(tokens), cache)
+
     def shrink_to(self, max_bytes: int) -> None:
         """Evict entries until at most ``max_bytes`` are held (to make room for a request)."""
         self._cache.trim_to(n_bytes=max_bytes)
+
+
+def has_rotating_layers(model: Any) -> bool:
+    """Whether ``model``'s KV cache has sliding-window (``RotatingKVCache``) layers."""
+
+    def rotating(cache: Any) -> bool:
+        if isinstance(cache, CacheList):
+            return any(rotating(c) for c in cache.caches)
+        return isinstance(cache, RotatingKVCache)
+
+    return any(rotating(c) for c in make_prompt_cache(model))

@@ -17,6 +17,7 @@ from mlx_lm.utils import load_model, load_tokenizer
 from triton_mlx.config import ServerConfig
 from triton_mlx.encoders import is_bert_config
 from triton_mlx.encoders.engine import EmbeddingEngine
+from triton_mlx.engine import mlx_lm_fixes
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.model_thread import ModelThread
 from triton_mlx.engine.runtime_profile import RuntimeProfile, prepare_model
@@ -177,6 +178,7 @@ def load_model_folder(
         raise ModelFolderError("no *.safetensors weight files")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
         raise ModelFolderError("no tokenizer.json or tokenizer.model")
+    mlx_lm_fixes.apply()
     model, config = load_model(path)
     profile = prepare_model(model, runtime_profile, max_memory_gb)
     if on_profile is not None:
