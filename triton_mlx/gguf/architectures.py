@@ -153,6 +153,10 @@ def _gemma2(meta: Metadata, vocab: int, tied: bool) -> dict[str, Any]:
         final_logit_softcapping=value("final_logit_softcapping", 30.0),
         query_pre_attn_scalar=_query_pre_attn_scalar(config),
     )
+    # mlx-lm 0.32.2's gemma2 attends globally on every layer; Gemma 2's even layers see only a
+    # window (4096). Within the window that is the same model, so the context stops there.
+    window = value("attention.sliding_window", config["max_position_embeddings"])
+    config["max_position_embeddings"] = min(config["max_position_embeddings"], window)
     return {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], **config}
 
 
@@ -165,8 +169,9 @@ def _gemma3(meta: Metadata, vocab: int, tied: bool) -> dict[str, Any]:
     config.update(
         query_pre_attn_scalar=_query_pre_attn_scalar(config),
         sliding_window=value("attention.sliding_window"),
-        sliding_window_pattern=6,  # llama.cpp and transformers: every sixth layer is global
-        rope_local_base_freq=10000.0,  # llama.cpp hard-codes it for gemma3 as well
+        sliding_window_pattern=_window_pattern(value("attention.sliding_window_pattern", 6),
+                                               config["num_hidden_layers"]),
+        rope_local_base_freq=value("rope.freq_base_swa", 10000.0),  # llama.cpp's defaults
     )
     return {"model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"], **config}
 
@@ -178,6 +183,18 @@ def _phi3(meta: Metadata, vocab: int, tied: bool) -> dict[str, Any]:
     config["original_max_position_embeddings"] = value(
         "rope.scaling.original_context_length", config["max_position_embeddings"])
     return {"model_type": "phi3", "architectures": ["Phi3ForCausalLM"], **config}
+
+
+def _window_pattern(pattern: Any, layers: int) -> int:
+    """mlx-lm's ``sliding_window_pattern`` p (layer i is global when (i + 1) % p == 0) from
+    llama.cpp's key: that number, or per-layer flags (true: sliding) of that shape."""
+    if isinstance(pattern, int):
+        return pattern
+    flags = [bool(f) for f in pattern]
+    for p in range(1, layers + 2):
+        if flags == [(i + 1) % p != 0 for i in range(layers)]:
+            return p
+    raise UnsupportedModelError("gemma3 with an irregular sliding-window layer pattern")
 
 
 def _query_pre_attn_scalar(config: dict[str, Any]) -> int:
