@@ -49,7 +49,7 @@ with atheris.instrument_imports(include=["triton_mlx", "h11"]):
     from triton_mlx.http.connection import Connection
     from triton_mlx.observability.logs import ACCESS_LOGGER_NAME, ROOT_LOGGER_NAME
     from triton_mlx.observability.server_metrics import ServerMetrics
-    from triton_mlx.openai.app import OpenAIFrontend
+    from triton_mlx.openai_port import openai_port_router
     from triton_mlx.repository.repository import ModelEntry, ModelRepository, ModelState
     from triton_mlx.repository.served import ChatModel, EmbeddingModel
     from triton_mlx.serving.prompts import PromptBuilder
@@ -279,7 +279,7 @@ class Setup:
             frontend = TritonFrontend(repository, config, metrics)
             frontend.started = True
             return frontend.router()
-        return OpenAIFrontend(repository, config, metrics).router()
+        return openai_port_router(repository, config, metrics)
 
 
 async def serve(setup: Setup, data: bytes, repository_dir: str) -> tuple[bytes, bool]:

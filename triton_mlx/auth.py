@@ -13,8 +13,12 @@ def bearer_auth(
     *,
     exempt_paths: Collection[str],
     unauthorized: Callable[[str], Response],
+    key_header: str | None = None,
 ) -> Middleware:
     """Refuse every request without ``Authorization: Bearer <api_key>``, except exempt paths.
+
+    ``key_header`` (e.g. ``x-api-key``, where Anthropic's clients send the key) is a header
+    that may carry the key itself instead; it is checked only when present.
 
     The comparison is constant-time; the key is never logged. Middleware runs before routing,
     so unknown paths are refused too and cannot reveal which routes exist. Exempt paths are
@@ -27,6 +31,10 @@ def bearer_auth(
     async def middleware(request: Request, call_next: Handler) -> Response | StreamingResponse:
         if request.path in exempt_paths:
             return await call_next(request)
+        if key_header is not None and (value := request.headers.get(key_header)) is not None:
+            if hmac.compare_digest(value.strip().encode(), expected):
+                return await call_next(request)
+            return _challenge(unauthorized("invalid API key"), 'Bearer error="invalid_token"')
         header = request.headers.get("authorization") or ""
         scheme, _, token = header.partition(" ")
         if not header:

@@ -12,7 +12,7 @@ from triton_mlx.http import HTTPLimits, HTTPServer
 from triton_mlx.observability import system_memory
 from triton_mlx.observability.logs import configure_logging
 from triton_mlx.observability.server_metrics import ServerMetrics
-from triton_mlx.openai.app import OpenAIFrontend
+from triton_mlx.openai_port import openai_port_router
 from triton_mlx.repository.repository import ModelRepository
 from triton_mlx.repository.watcher import RepositoryWatcher
 from triton_mlx.triton.app import TritonFrontend
@@ -51,7 +51,7 @@ class Server:
             write_timeout=config.write_timeout_secs,
         )
         self.openai = HTTPServer(
-            OpenAIFrontend(self.repository, config, self.metrics).router(),
+            openai_port_router(self.repository, config, self.metrics),
             host=config.host, port=config.openai_port, limits=limits, name="openai",
         )
         self.triton = TritonFrontend(self.repository, config, self.metrics)

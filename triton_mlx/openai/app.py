@@ -1,15 +1,16 @@
-"""The OpenAI-compatible API: its routes, authentication and error shape.
+"""The OpenAI-compatible API: its routes and error shape, on the OpenAI port.
 
 Handlers live beside this module, one job each: ``completions.py`` (chat and text
 completions), ``embeddings.py``, ``models.py`` (model cards, load/unload). Each raises the
-serving layer's :class:`RequestError`; the middleware here turns it into OpenAI's error body.
+serving layer's :class:`RequestError`; the wrapper here turns it into OpenAI's error body.
+``triton_mlx.openai_port`` puts these routes on the port, beside other front-ends'.
 """
 
 from __future__ import annotations
 
-from triton_mlx.auth import bearer_auth
 from triton_mlx.config import ServerConfig
 from triton_mlx.http import (
+    Handler,
     Request,
     Response,
     Router,
@@ -22,7 +23,7 @@ from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai import openapi
 from triton_mlx.openai.completions import CompletionsHandler
 from triton_mlx.openai.embeddings import EmbeddingsHandler
-from triton_mlx.openai.errors import error_response, format_error
+from triton_mlx.openai.errors import error_response
 from triton_mlx.openai.models import ModelsHandler
 from triton_mlx.repository.repository import ModelRepository
 from triton_mlx.serving.errors import RequestError
@@ -31,7 +32,9 @@ HEALTH_PATHS = ("/v1/health/live", "/v1/health/ready")
 
 
 class OpenAIFrontend:
-    """Routes the OpenAI port's requests to their handlers."""
+    """OpenAI's routes and their handlers."""
+
+    key_header: str | None = None
 
     def __init__(
         self, repository: ModelRepository, config: ServerConfig, metrics: ServerMetrics
@@ -43,31 +46,29 @@ class OpenAIFrontend:
         self.embeddings = EmbeddingsHandler(repository, metrics)
         self.models = ModelsHandler(repository)
 
-    def router(self) -> Router:
-        router = Router(format_error)
-        if self.config.api_key:
-            router.add_middleware(
-                bearer_auth(
-                    self.config.api_key,
-                    exempt_paths=HEALTH_PATHS,
-                    unauthorized=lambda message: error_response(
-                        RequestError(401, message, code="invalid_api_key")
-                    ),
-                )
-            )
-        router.add_middleware(_openai_errors)
-        router.add("POST", "/v1/chat/completions", self.completions.chat)
-        router.add("POST", "/v1/completions", self.completions.completions)
-        router.add("POST", "/v1/embeddings", self.embeddings.handle)
-        router.add("GET", "/v1/models", self.models.list_models)
-        router.add("POST", "/v1/models/{model_id}/load", self.models.load_model)
-        router.add("POST", "/v1/models/{model_id}/unload", self.models.unload_model)
-        router.add("GET", "/v1/models/{model_id:path}", self.models.get_model)
-        router.add("GET", "/v1/health/live", self.live)
-        router.add("GET", "/v1/health/ready", self.ready)
-        router.add("GET", "/v1/metrics", self.metrics_text)
-        router.add("GET", "/openapi.json", openapi.serve)
-        return router
+    def owns(self, path: str) -> bool:
+        """Every path of the port that no other front-end owns (``openai_port``)."""
+        return True
+
+    def unauthorized(self, message: str) -> Response:
+        return error_response(RequestError(401, message, code="invalid_api_key"))
+
+    def register(self, router: Router) -> None:
+        """Add the OpenAI routes to the port's ``router``, each shaping its own errors."""
+        for method, pattern, handler in (
+            ("POST", "/v1/chat/completions", self.completions.chat),
+            ("POST", "/v1/completions", self.completions.completions),
+            ("POST", "/v1/embeddings", self.embeddings.handle),
+            ("GET", "/v1/models", self.models.list_models),
+            ("POST", "/v1/models/{model_id}/load", self.models.load_model),
+            ("POST", "/v1/models/{model_id}/unload", self.models.unload_model),
+            ("GET", "/v1/models/{model_id:path}", self.models.get_model),
+            ("GET", "/v1/health/live", self.live),
+            ("GET", "/v1/health/ready", self.ready),
+            ("GET", "/v1/metrics", self.metrics_text),
+            ("GET", "/openapi.json", openapi.serve),
+        ):
+            router.add(method, pattern, _openai_errors(handler))
 
     async def live(self, request: Request) -> Response:
         return json_response({"status": "live"})
@@ -82,9 +83,13 @@ class OpenAIFrontend:
         return text_response(self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
 
-async def _openai_errors(request: Request, call_next) -> Response | StreamingResponse:
-    """Turn a RequestError raised anywhere in a handler into OpenAI's error response."""
-    try:
-        return await call_next(request)
-    except RequestError as exc:
-        return error_response(exc)
+def _openai_errors(handler: Handler) -> Handler:
+    """``handler`` with a RequestError raised anywhere in it turned into OpenAI's error."""
+
+    async def handle(request: Request) -> Response | StreamingResponse:
+        try:
+            return await handler(request)
+        except RequestError as exc:
+            return error_response(exc)
+
+    return handle

@@ -16,7 +16,6 @@ from triton_mlx.engine.types import TokenLogprob
 from triton_mlx.http import Request, Response, StreamingResponse, json_response, sse_event
 from triton_mlx.observability.inference_stats import BACKEND, CANCELED, SUCCESS
 from triton_mlx.observability.server_metrics import ServerMetrics
-from triton_mlx.openai.body import json_body
 from triton_mlx.openai.errors import error_event_data
 from triton_mlx.openai.responses import (
     CompletionShape,
@@ -30,6 +29,7 @@ from triton_mlx.openai.responses import (
 from triton_mlx.openai.validation import ChatParams, CompletionParams, parse_chat, parse_completion
 from triton_mlx.repository.repository import ModelRepository
 from triton_mlx.repository.served import ChatModel
+from triton_mlx.serving.body import json_body
 from triton_mlx.serving.chat import ChatDelta, ChatPlan, chat_deltas, plan_chat
 from triton_mlx.serving.errors import RequestError
 from triton_mlx.serving.generation import ChoiceDelta, Generation

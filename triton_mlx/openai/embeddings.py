@@ -20,9 +20,9 @@ from triton_mlx.encoders.batching import tokenize_texts
 from triton_mlx.http import Request, Response, json_response
 from triton_mlx.observability.inference_stats import BACKEND, SUCCESS, InferenceTiming
 from triton_mlx.observability.server_metrics import ServerMetrics
-from triton_mlx.openai.body import json_object
 from triton_mlx.repository.repository import ModelRepository
 from triton_mlx.serving import embeddings
+from triton_mlx.serving.body import json_object
 from triton_mlx.serving.errors import RequestError, invalid
 from triton_mlx.serving.models import find_model, require_embedder
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from triton_mlx.http import Request, Response, json_response
-from triton_mlx.openai.body import json_body
 from triton_mlx.repository import control
 from triton_mlx.repository.repository import (
     ModelEntry,
@@ -13,6 +12,7 @@ from triton_mlx.repository.repository import (
     ModelState,
 )
 from triton_mlx.repository.served import ChatModel, EmbeddingModel
+from triton_mlx.serving.body import json_body
 from triton_mlx.serving.errors import RequestError
 
 

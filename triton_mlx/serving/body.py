@@ -1,4 +1,4 @@
-"""Reading an OpenAI request body as JSON, with the port's Content-Type rule.
+"""Reading a request body as JSON, with the Content-Type rule every JSON front-end shares.
 
 A missing Content-Type is taken as JSON (hand-written clients often omit it); a JSON media
 type (application/json, text/json, */*+json) is accepted whatever its parameters (charset=...)
