@@ -66,6 +66,7 @@ class Sequence:
             finish_reason=finish,
             logprobs=tuple(self.pending_logprobs),
             cached_tokens=self.cached_tokens,
+            stop_string=self.stop.matched if stopped else None,
         )
         self.pending_logprobs.clear()
         return output, stopped

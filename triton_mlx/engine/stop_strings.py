@@ -15,6 +15,8 @@ class StopStringMatcher:
     def __init__(self, stop: tuple[str, ...] | list[str]) -> None:
         self._stop = tuple(s for s in stop if s)
         self._pending = ""
+        self.matched: str | None = None
+        """The stop string that ended the text, once one has."""
 
     def feed(self, text: str, may_stop: bool = True) -> tuple[str, bool]:
         """Add ``text``; return (text safe to emit, whether a stop string was found).
@@ -46,8 +48,11 @@ class StopStringMatcher:
         """Where the earliest stop string ending at or after ``buffer[new_from]`` starts; -1
         for none. (The held text never holds a whole stop string while stopping is allowed,
         so this only matters for one that completed while it was not.)"""
-        found = (buffer.find(s, max(new_from - len(s) + 1, 0)) for s in self._stop)
-        return min((i for i in found if i >= 0), default=-1)
+        found = [(buffer.find(s, max(new_from - len(s) + 1, 0)), s) for s in self._stop]
+        cut, stop = min(((i, s) for i, s in found if i >= 0), default=(-1, None),
+                        key=lambda match: match[0])
+        self.matched = stop
+        return cut
 
     def _longest_partial_suffix(self, buffer: str) -> int:
         longest = 0

@@ -79,6 +79,8 @@ class GenerationOutput:
     finish_reason: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
     cached_tokens: int = 0
+    stop_string: str | None = None
+    """The stop string that ended the sequence (``finish_reason`` "stop"), if one did."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from triton_mlx.config import ServerConfig
 from triton_mlx.http import (
-    Handler,
     Request,
     Response,
     Router,
-    StreamingResponse,
     json_response,
     text_response,
 )
@@ -26,7 +24,7 @@ from triton_mlx.openai.embeddings import EmbeddingsHandler
 from triton_mlx.openai.errors import error_response
 from triton_mlx.openai.models import ModelsHandler
 from triton_mlx.repository.repository import ModelRepository
-from triton_mlx.serving.errors import RequestError
+from triton_mlx.serving.errors import RequestError, shaped_errors
 
 HEALTH_PATHS = ("/v1/health/live", "/v1/health/ready")
 
@@ -68,7 +66,7 @@ class OpenAIFrontend:
             ("GET", "/v1/metrics", self.metrics_text),
             ("GET", "/openapi.json", openapi.serve),
         ):
-            router.add(method, pattern, _openai_errors(handler))
+            router.add(method, pattern, shaped_errors(handler, error_response))
 
     async def live(self, request: Request) -> Response:
         return json_response({"status": "live"})
@@ -82,14 +80,3 @@ class OpenAIFrontend:
     async def metrics_text(self, request: Request) -> Response:
         return text_response(self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
-
-def _openai_errors(handler: Handler) -> Handler:
-    """``handler`` with a RequestError raised anywhere in it turned into OpenAI's error."""
-
-    async def handle(request: Request) -> Response | StreamingResponse:
-        try:
-            return await handler(request)
-        except RequestError as exc:
-            return error_response(exc)
-
-    return handle

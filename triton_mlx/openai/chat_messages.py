@@ -8,17 +8,11 @@ one the grammar engine cannot enforce is a 400 naming it, before anything runs.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from triton_mlx.serving.errors import invalid
-from triton_mlx.serving.structured import check_schema
-from triton_mlx.serving.tools import Tool, ToolRequest
+from triton_mlx.serving.tools import Tool, ToolRequest, function_tool, read_tool_array
 
-MAX_TOOLS = 128
-"""OpenAI's limit on tools per request."""
-
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
@@ -35,16 +29,8 @@ def parse_tools(data: dict[str, Any]) -> ToolRequest | None:
             raise invalid("parallel_tool_calls is only allowed with tools",
                           "parallel_tool_calls")
         return None
-    if not isinstance(raw, list):
-        raise invalid("tools must be an array of tool objects", "tools")
-    if len(raw) > MAX_TOOLS:
-        raise invalid(f"tools may hold at most {MAX_TOOLS} tools", "tools")
-    tools = tuple(_tool(t, f"tools[{i}]") for i, t in enumerate(raw))
-    names = [t.name for t in tools]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate is not None:
-        raise invalid(f"tools: the function name {duplicate!r} appears more than once", "tools")
-    kind, function = _choice(choice, set(names))
+    tools = read_tool_array(raw, _tool)
+    kind, function = _choice(choice, {t.name for t in tools})
     return ToolRequest(tools, kind, function, True if parallel is None else parallel)
 
 
@@ -58,21 +44,9 @@ def _tool(value: Any, where: str) -> Tool:
         raise invalid(f"{where}.function must be an object", "tools")
     _only(function, {"name", "description", "parameters", "strict"}, f"{where}.function",
           "tools")
-    name = function.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise invalid(f"{where}.function.name must be 1-64 letters, digits, '_' or '-'",
-                      "tools")
-    description = function.get("description")
-    if description is not None and not isinstance(description, str):
-        raise invalid(f"{where}.function.description must be a string", "tools")
-    strict = function.get("strict")
-    if strict is not None and not isinstance(strict, bool):
-        raise invalid(f"{where}.function.strict must be a boolean", "tools")
-    parameters = function.get("parameters")
-    if parameters is None:
-        parameters = {"type": "object", "properties": {}}
-    check_schema(parameters, f"{where}.function.parameters", "tools")
-    return Tool(name, parameters, description, bool(strict))
+    return function_tool(f"{where}.function", function.get("name"),
+                         function.get("description"), function.get("parameters"),
+                         function.get("strict"))
 
 
 def _choice(value: Any, names: set[str]) -> tuple[Any, str | None]:

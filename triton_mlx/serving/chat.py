@@ -144,6 +144,8 @@ class ChatDelta:
     calls: tuple[CallEvent, ...] = ()
     finish_reason: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    stop_string: str | None = None
+    """The stop string that ended the choice, if one did."""
 
 
 @dataclass
@@ -213,7 +215,8 @@ class ChoiceReader:
         finish = delta.finish_reason
         if finish == "stop" and self.calls:
             finish = "tool_calls"
-        return ChatDelta(delta.index, answer, reasoning, calls, finish, delta.logprobs)
+        return ChatDelta(delta.index, answer, reasoning, calls, finish, delta.logprobs,
+                         delta.stop_string)
 
 
 async def chat_deltas(generation: Generation, readers: list[ChoiceReader]

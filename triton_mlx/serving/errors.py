@@ -7,6 +7,10 @@ machine-readable reason; both follow OpenAI's vocabulary, which the other protoc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from triton_mlx.http import Handler, Request, Response, StreamingResponse
+
 RETRY_AFTER_SECONDS = "1"
 """What a client told to retry later (a full queue) is asked to wait."""
 
@@ -51,3 +55,16 @@ def not_ready(message: str, param: str | None = None) -> RequestError:
 
 def engine_failed(message: str) -> RequestError:
     return RequestError(500, message, code="engine_error")
+
+
+def shaped_errors(handler: Handler, shape: Callable[[RequestError], Response]) -> Handler:
+    """``handler`` with a RequestError raised anywhere in it turned into ``shape(error)``: how
+    each front-end gives its routes its protocol's error body."""
+
+    async def handle(request: Request) -> Response | StreamingResponse:
+        try:
+            return await handler(request)
+        except RequestError as exc:
+            return shape(exc)
+
+    return handle

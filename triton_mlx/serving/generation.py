@@ -34,6 +34,9 @@ class ChoiceDelta:
     text: str
     finish_reason: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    stop_string: str | None = None
+    """The stop string that ended the choice, when one did (else None, also at an
+    end-of-sequence token)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ class Generation:
         (500, ``engine_error``)."""
         try:
             async for index, output in self._outputs():
-                yield ChoiceDelta(index, output.text, output.finish_reason, output.logprobs)
+                yield ChoiceDelta(index, output.text, output.finish_reason, output.logprobs,
+                                  output.stop_string)
         except EngineError as exc:
             raise engine_failed(str(exc)) from None
 

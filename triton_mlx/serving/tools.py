@@ -21,9 +21,13 @@ write a call we would not parse.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from triton_mlx.serving.errors import invalid
+from triton_mlx.serving.structured import check_schema
 from triton_mlx.serving.tool_calls.detect import uses_tools
 
 DEFAULT_FORMAT = "default"
@@ -181,3 +185,43 @@ def _with_tool_system_prompt(messages: list[dict[str, Any]],
         return [{**first, "content": f"{content}\n\n{instructions}" if content
                  else instructions}, *messages[1:]]
     return [{"role": "system", "content": instructions}, *messages]
+
+
+# --- reading a protocol's tools (every front-end's shapes hold the same fields) ----------
+
+MAX_TOOLS = 128
+"""Tools one request may offer."""
+
+
+def read_tool_array(raw: Any, read_one: Callable[[Any, str], Tool]) -> tuple[Tool, ...]:
+    """A request's ``tools`` array, each entry read by the protocol's ``read_one(value,
+    where)``: at most :data:`MAX_TOOLS`, names unique; errors name ``tools``."""
+    if not isinstance(raw, list):
+        raise invalid("tools must be an array of tool objects", "tools")
+    if len(raw) > MAX_TOOLS:
+        raise invalid(f"tools may hold at most {MAX_TOOLS} tools", "tools")
+    tools = tuple(read_one(t, f"tools[{i}]") for i, t in enumerate(raw))
+    names = [t.name for t in tools]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise invalid(f"tools: the name {duplicate!r} appears more than once", "tools")
+    return tools
+
+
+def function_tool(where: str, name: Any, description: Any, parameters: Any, strict: Any = None,
+                  *, name_length: int = 64, schema_field: str = "parameters") -> Tool:
+    """One function tool from its fields as a protocol sent them (``where`` locates it in the
+    request, e.g. ``tools[2].function``): a name of letters, digits, ``_`` and ``-``, an
+    optional description, a JSON schema for the arguments (absent: no arguments) that the
+    grammar engine compiles, and ``strict``. Errors name ``tools``."""
+    if not isinstance(name, str) or not re.fullmatch(rf"[A-Za-z0-9_-]{{1,{name_length}}}", name):
+        raise invalid(f"{where}.name must be 1-{name_length} letters, digits, '_' or '-'",
+                      "tools")
+    if description is not None and not isinstance(description, str):
+        raise invalid(f"{where}.description must be a string", "tools")
+    if strict is not None and not isinstance(strict, bool):
+        raise invalid(f"{where}.strict must be a boolean", "tools")
+    if parameters is None:
+        parameters = {"type": "object", "properties": {}}
+    check_schema(parameters, f"{where}.{schema_field}", "tools")
+    return Tool(name, parameters, description, bool(strict))
