@@ -64,6 +64,10 @@ def refused(port_kind: str, status: int, headers: dict[str, str], data: bytes) -
     assert status == 401, (status, data[:300])
     assert headers["www-authenticate"].startswith("Bearer"), headers
     body = json.loads(data)
+    if port_kind == "openai" and body.get("type") == "error":  # Anthropic's, on /v1/messages
+        assert set(body) == {"type", "error"} and set(body["error"]) == {"type", "message"}
+        assert body["error"]["type"] == "authentication_error", body
+        return body["error"]["message"]
     if port_kind == "openai":
         error = body["error"]
         assert set(error) == {"message", "type", "param", "code"}, body

@@ -7,9 +7,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "triton_mlx"
-FRONT_ENDS = ("triton_mlx.openai", "triton_mlx.triton")
+FRONT_ENDS = ("triton_mlx.openai", "triton_mlx.triton", "triton_mlx.anthropic",
+              "triton_mlx.responses_api")
 NO_MLX = ("triton_mlx.http", "triton_mlx.openai", "triton_mlx.triton", "triton_mlx.serving",
-          "triton_mlx.observability")
+          "triton_mlx.observability", "triton_mlx.anthropic", "triton_mlx.responses_api")
 
 
 def module_name(path: Path) -> str:

@@ -171,6 +171,10 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-timeout-secs", type=_positive_float, default=30.0, metavar="N",
                    help="A client that stops reading the response for N seconds is dropped "
                    "(default: 30).")
+    p.add_argument("--responses-store-size", type=_int_at_least(0), default=1000, metavar="N",
+                   help="Responses API: the most recent N stored responses are kept in memory "
+                   "for previous_response_id and GET/DELETE /v1/responses/{id} (default: "
+                   "1000; 0 stores none).")
     p.add_argument("--prefix-cache-mb", type=_non_negative_float, default=1024.0, metavar="MB",
                    help="Memory per model for KV caches kept for reuse by later prompts with "
                    "the same beginning (multi-turn chats, shared system prompts); least "
@@ -238,6 +242,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         body_timeout_secs=args.body_timeout_secs,
         idle_timeout_secs=args.idle_timeout_secs,
         write_timeout_secs=args.write_timeout_secs,
+        responses_store_size=args.responses_store_size,
     )
 
 

@@ -36,3 +36,5 @@ class ServerConfig:
     idle_timeout_secs: float = 5.0
     write_timeout_secs: float = 30.0
     warmup: bool = True
+    responses_store_size: int = 1000
+    """Responses kept for ``previous_response_id`` and ``GET /v1/responses/{id}`` (0: none)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from triton_mlx.anthropic.app import AnthropicFrontend
 from triton_mlx.auth import bearer_auth
 from triton_mlx.config import ServerConfig
 from triton_mlx.http import Handler, Middleware, Request, Response, Router, StreamingResponse
@@ -20,6 +21,7 @@ from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai.app import HEALTH_PATHS, OpenAIFrontend
 from triton_mlx.openai.errors import format_error
 from triton_mlx.repository.repository import ModelRepository
+from triton_mlx.responses_api.app import ResponsesFrontend
 
 
 class PortFrontend(Protocol):
@@ -36,7 +38,9 @@ class PortFrontend(Protocol):
 def openai_port_router(repository: ModelRepository, config: ServerConfig,
                        metrics: ServerMetrics) -> Router:
     """The port's router: every front-end's routes behind one key check."""
-    frontends: list[PortFrontend] = [OpenAIFrontend(repository, config, metrics)]
+    frontends: list[PortFrontend] = [ResponsesFrontend(repository, config, metrics),
+                                     AnthropicFrontend(repository, config, metrics),
+                                     OpenAIFrontend(repository, config, metrics)]
     router = Router(format_error)
     if config.api_key:
         router.add_middleware(_key_check(config.api_key, frontends))

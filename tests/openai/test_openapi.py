@@ -21,6 +21,7 @@ import collections
 import json
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 
 import jsonschema_rs
@@ -190,22 +191,37 @@ def aim(context, case, kwargs) -> None:
     the request reaches the engine; other names stay and get 404. ``max_tokens`` up to the
     context is cut to 3 so generations finish fast (larger values are refused at once, so
     they stay). Load and unload only ever touch ``spare``; model cards are asked for tiny or
-    spare."""
+    spare. Half the plausible response ids become a response stored just before, so reading
+    and deleting stored responses is exercised (links alone reach them too rarely)."""
     body = case.body
     if isinstance(body, dict):
         model = body.get("model")
         if isinstance(model, str) and _PLAUSIBLE_NAME.fullmatch(model):
             body["model"] = TINY
-        for key in ("max_tokens", "max_completion_tokens"):
+        for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
             value = body.get(key)
             if isinstance(value, int) and MAX_TOKENS < value <= CONTEXT:
                 body[key] = MAX_TOKENS
+    response_id = (case.path_parameters or {}).get("response_id")
+    if isinstance(response_id, str) and _PLAUSIBLE_NAME.fullmatch(response_id) and \
+            len(response_id) % 2:  # half of them: a response stored just now, to read or delete
+        case.path_parameters["response_id"] = _stored_response(case)
     model_id = (case.path_parameters or {}).get("model_id")
     if isinstance(model_id, str) and _PLAUSIBLE_NAME.fullmatch(model_id):
         if case.operation.path.endswith(("/load", "/unload")) or len(model_id) % 2:
             case.path_parameters["model_id"] = SPARE
         else:
             case.path_parameters["model_id"] = TINY
+
+
+def _stored_response(case) -> str:
+    """The id of a response stored now on the server the case goes to (``/v1/responses``)."""
+    port = urllib.parse.urlsplit(case.operation.schema.get_base_url()).port
+    status, _, body = request(port, "POST", "/v1/responses",
+                              {"model": TINY, "input": "Hi", "max_output_tokens": 1},
+                              headers=AUTH)
+    assert status == 200, body
+    return body["id"]
 
 
 @dataclass

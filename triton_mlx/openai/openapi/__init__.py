@@ -16,6 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from triton_mlx.http import Request, Response, json_response
+from triton_mlx.openai.openapi import responses_api
+from triton_mlx.openai.openapi.anthropic import PATHS as ANTHROPIC_PATHS
+from triton_mlx.openai.openapi.anthropic import SCHEMAS as ANTHROPIC_SCHEMAS
 from triton_mlx.openai.openapi.common import (
     DEMO,
     FOLDER_NAME,
@@ -168,9 +171,9 @@ DOCUMENT: dict[str, Any] = {
         "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
     },
     "security": [{"bearerAuth": []}],
-    "paths": PATHS,
+    "paths": {**PATHS, **ANTHROPIC_PATHS},
     "components": {
-        "schemas": SCHEMAS,
+        "schemas": {**SCHEMAS, **ANTHROPIC_SCHEMAS},
         "securitySchemes": {
             "bearerAuth": {
                 "type": "http",
@@ -183,6 +186,7 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 """The document. Treat it as read-only: it is what ``GET /openapi.json`` serves."""
+responses_api.extend(DOCUMENT)  # the Responses API's routes (another front-end on the port)
 
 
 async def serve(request: Request) -> Response:
