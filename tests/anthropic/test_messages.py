@@ -131,7 +131,7 @@ def test_a_matched_stop_sequence_is_named(client):
         {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}]}, "image"),
     ({"max_tokens": 5, "messages": HI, "thinking": {"type": "enabled",
                                                     "budget_tokens": 2048}}, "thinking"),
-    ({"max_tokens": 5, "messages": HI, "output_config": {"effort": "high"}}, "effort"),
+    ({"max_tokens": 5, "messages": HI, "output_config": {"effort": "low"}}, "effort"),
     ({"max_tokens": 5, "messages": HI, "tool_choice": {"type": "any"}}, "tool_choice"),
     ({"max_tokens": 5, "messages": HI, "tools": [{"type": "web_search_20250305",
                                                   "name": "web_search"}]}, "tools[0]"),

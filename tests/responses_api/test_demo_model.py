@@ -114,8 +114,12 @@ def test_a_codex_shaped_stream_works(server):
                        "command": {"type": "array", "items": {"type": "string"}}},
                        "required": ["command"]}}],
         "tool_choice": "auto", "parallel_tool_calls": False, "store": False,
-        "include": ["reasoning.encrypted_content"], "prompt_cache_key": "0f3c-session"}
-    stream = http.responses.create(model=NAME, stream=True, max_output_tokens=30, **body)
+        "include": ["reasoning.encrypted_content"], "prompt_cache_key": "0f3c-session",
+        "reasoning": {"summary": "auto"},  # as Codex CLI 0.x sends them (captured 2026-11)
+        "client_metadata": {"turn_id": "01a2", "x-codex-window-id": "01a2:0"}}
+    stream = http.responses.create(model=NAME, stream=True, max_output_tokens=30,
+                                   extra_body={"client_metadata": body.pop("client_metadata")},
+                                   **body)
     events = list(stream)
     final = events[-1].response
     assert events[-1].type in ("response.completed", "response.incomplete")

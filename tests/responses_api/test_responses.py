@@ -149,7 +149,7 @@ def test_an_unknown_id_is_a_404_in_openais_shape(server):
     ({"background": True}, "background"),
     ({"include": ["message.output_text.logprobs"]}, "include"),
     ({"truncation": "auto"}, "truncation"),
-    ({"reasoning": {"summary": "auto"}}, "reasoning.summary"),
+    ({"reasoning": {"summary": "concise"}}, "reasoning.summary"),
     ({"conversation": "conv_1"}, "conversation"),
     ({"reasoning": {"effort": "low"}}, "reasoning.effort"),  # the template does not read it
     ({"text": {"verbosity": "low"}}, "text.verbosity"),

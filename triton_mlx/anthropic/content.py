@@ -52,8 +52,16 @@ def parse_messages(value: Any) -> list[dict[str, Any]]:
             raise invalid(f"{where}: must be an object", "messages")
         _only(message, {"role", "content"}, where)
         role = message.get("role")
+        if role == "system":  # Claude Code sends reminders so, between turns: a system turn
+            content = message.get("content")
+            if not isinstance(content, str):
+                content = parse_system(content) if isinstance(content, list) else None
+            if content is None:
+                raise invalid(f"{where}.content: must be a string or text blocks", "messages")
+            result.append({"role": "system", "content": content})
+            continue
         if role not in ("user", "assistant"):
-            raise invalid(f"{where}.role: must be 'user' or 'assistant'", "messages")
+            raise invalid(f"{where}.role: must be 'user', 'assistant' or 'system'", "messages")
         blocks = _blocks(message.get("content"), f"{where}.content")
         result += _assistant(blocks, where) if role == "assistant" else _user(blocks, where)
     return result

@@ -17,10 +17,15 @@ Decisions where Anthropic's API is silent for us (the model decides some; see
   reasons as its template makes it, and its reasoning comes back as ``thinking`` blocks, never
   mixed into the text. ``budget_tokens`` is not a separate cap: reasoning and answer share
   ``max_tokens``, which is a hard limit (Anthropic calls the budget a target, too).
+- ``thinking: {"type": "adaptive"}`` (Claude Code's default: the model decides) is accepted
+  everywhere: a reasoning model reasons as its template makes it, any other does not.
 - ``output_config.effort`` becomes the ``reasoning_effort`` template variable when the model's
-  chat template reads it, else a 400 naming it (what the chat route does with
-  ``reasoning_effort``). ``output_config.format`` (``json_schema``) is compiled by the grammar
-  engine and enforced on every token of the text; a schema it cannot compile is a 400.
+  chat template reads it. On any other model, Anthropic's default ``high`` (which Claude Code
+  always sends) is accepted and changes nothing; another value is a 400 naming it.
+- ``context_management``: edits that change nothing (``clear_thinking`` keeping all) are
+  accepted; any other edit is a 400.
+- ``output_config.format`` (``json_schema``) is compiled by the grammar engine and enforced on
+  every token of the text; a schema it cannot compile is a 400.
 - ``cache_control`` (top level, and on blocks: ``content.py``) is accepted: the prefix cache
   reuses prompts without marks.
 - ``metadata.user_id`` is accepted (a string, at most 256 characters) and changes nothing
@@ -43,7 +48,11 @@ from triton_mlx.serving.tools import ToolRequest
 
 EFFORTS = ("low", "medium", "high", "max")
 MIN_THINKING_BUDGET = 1024
-_COMMON = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config"}
+_COMMON = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+           "context_management"}
+DEFAULT_EFFORT = "high"
+"""Anthropic's default effort: sent by Claude Code on every request; on a model whose template
+has no ``reasoning_effort`` it asks for nothing that model does not already do."""
 _MESSAGES = _COMMON | {"max_tokens", "stop_sequences", "stream", "metadata", "temperature",
                        "top_p", "top_k", "cache_control"}
 _DIALECT = Dialect(CHAT)
@@ -59,7 +68,7 @@ class MessagesParams:
     stream: bool = False
     tools: ToolRequest | None = None
     thinking: str | None = None
-    """None (not sent), "enabled" or "disabled"."""
+    """None (not sent), "enabled", "adaptive" or "disabled"."""
     effort: str | None = None
     template_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +90,7 @@ def parse_request(body: Any, *, count_only: bool = False) -> MessagesParams:
         messages = [{"role": "system", "content": system}, *messages]
     generation = GenerationParams() if count_only else _generation(body)
     thinking = _thinking(body.get("thinking"), generation.max_tokens)
+    _context_management(body.get("context_management"))
     grammar, effort = _output_config(body.get("output_config"))
     generation.grammar = grammar
     stream = body.get("stream")
@@ -121,13 +131,14 @@ def _generation(body: dict[str, Any]) -> GenerationParams:
 def _thinking(value: Any, max_tokens: int | None) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or value.get("type") not in ("enabled", "disabled"):
-        raise invalid("thinking: must be {\"type\": \"enabled\", \"budget_tokens\": n} or "
-                      "{\"type\": \"disabled\"}", "thinking")
-    if value["type"] == "disabled":
+    if not isinstance(value, dict) or value.get("type") not in ("enabled", "disabled",
+                                                                 "adaptive"):
+        raise invalid("thinking: must be {\"type\": \"enabled\", \"budget_tokens\": n}, "
+                      "{\"type\": \"adaptive\"} or {\"type\": \"disabled\"}", "thinking")
+    if value["type"] in ("disabled", "adaptive"):
         if set(value) != {"type"}:
-            raise invalid("thinking: 'disabled' takes no other field", "thinking")
-        return "disabled"
+            raise invalid(f"thinking: {value['type']!r} takes no other field", "thinking")
+        return value["type"]
     unknown = sorted(set(value) - {"type", "budget_tokens"})
     if unknown:
         raise invalid(f"thinking: unrecognized field {unknown[0]!r}", "thinking")
@@ -172,6 +183,23 @@ def _output_config(value: Any) -> tuple[str | None, str | None]:
     return grammar, effort
 
 
+def _context_management(value: Any) -> None:
+    """Server-side context edits. Claude Code sends ``clear_thinking`` keeping all thinking,
+    which edits nothing: accepted. An edit that would change the prompt (clearing thinking or
+    tool results) is not implemented: a 400 naming it."""
+    if value is None:
+        return
+    edits = value.get("edits") if isinstance(value, dict) and set(value) <= {"edits"} else None
+    if not isinstance(edits, list):
+        raise invalid("context_management: must be {\"edits\": [...]}", "context_management")
+    for i, edit in enumerate(edits):
+        no_op = (isinstance(edit, dict) and str(edit.get("type", "")).startswith("clear_thinking")
+                 and edit.get("keep") == "all" and set(edit) <= {"type", "keep"})
+        if not no_op:
+            raise invalid(f"context_management.edits[{i}]: only clear_thinking with keep "
+                          "'all' (which edits nothing) is supported", "context_management")
+
+
 def _metadata(value: Any) -> None:
     if value is None:
         return
@@ -194,13 +222,15 @@ def template_kwargs(model: ChatModel, params: MessagesParams) -> dict[str, Any]:
     if params.thinking == "enabled" and not reasoning:
         raise invalid(f"thinking: model '{model.name}' is not a reasoning model; send no "
                       "thinking, or {\"type\": \"disabled\"}", "thinking")
-    if params.thinking is not None and reasoning and "enable_thinking" in source:
+    if params.thinking in ("enabled", "disabled") and reasoning and "enable_thinking" in source:
         kwargs["enable_thinking"] = params.thinking == "enabled"
     elif params.thinking == "disabled" and reasoning:
         raise invalid(f"thinking: model '{model.name}' always reasons (its chat template "
                       "cannot turn thinking off)", "thinking")
     if params.effort is not None:
         if "reasoning_effort" not in source:
+            if params.effort == DEFAULT_EFFORT:
+                return kwargs
             raise invalid(f"output_config.effort: the chat template of model '{model.name}' "
                           "does not use 'reasoning_effort'", "output_config")
         kwargs["reasoning_effort"] = params.effort

@@ -45,7 +45,7 @@ def _tool(value: Any, where: str) -> Tool:
                       "which this server does not run; send client tools (name, "
                       "input_schema)", "tools")
     unknown = sorted(set(value) - {"type", "name", "description", "input_schema",
-                                   "cache_control"})
+                                   "cache_control", "strict"})
     if unknown:
         raise invalid(f"{where}: unrecognized field {unknown[0]!r}", "tools")
     check_cache_control(value, where)
@@ -53,7 +53,7 @@ def _tool(value: Any, where: str) -> Tool:
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise invalid(f"{where}.input_schema: must be a JSON schema of type 'object'", "tools")
     return function_tool(where, value.get("name"), value.get("description"), schema,
-                         name_length=128, schema_field="input_schema")
+                         value.get("strict"), name_length=128, schema_field="input_schema")
 
 
 def _choice(value: Any) -> tuple[Any, str | None, bool]:

@@ -99,11 +99,24 @@ def _schema_grammar(schema: Any, param: str) -> str:
     return _compiled(llguidance.LLMatcher.grammar_from_json_schema, schema, param)
 
 
-def check_schema(schema: Any, where: str, param: str) -> None:
-    """A 400 naming ``param`` unless ``schema`` (found at ``where``) compiles whole."""
+def check_schema(schema: Any, where: str, param: str, *, lenient: bool = False) -> list[str]:
+    """A 400 naming ``param`` unless ``schema`` (found at ``where``) compiles whole. With
+    ``lenient``, keywords llguidance does not implement are allowed (not enforced): their
+    warnings are returned, for the caller to log; anything else still fails."""
     if isinstance(schema, bool) or not isinstance(schema, dict):
         raise invalid(f"{where} must be a JSON schema object", param)
-    _compiled(llguidance.LLMatcher.grammar_from_json_schema, schema, param, where)
+    if not lenient:
+        _compiled(llguidance.LLMatcher.grammar_from_json_schema, schema, param, where)
+        return []
+    relaxed = {**schema, "x-guidance": {**schema.get("x-guidance", {}), "lenient": True}}
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(relaxed)
+        failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    except Exception as exc:  # noqa: BLE001 - a third-party compiler on client input
+        raise invalid(f"{where}: the schema cannot be compiled: {exc}", param) from None
+    if failed:
+        raise invalid(f"{where}: the schema cannot be compiled: {'; '.join(messages)}", param)
+    return messages
 
 
 def _compiled(build: Callable[[Any], str], spec: Any, param: str,

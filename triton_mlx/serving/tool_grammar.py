@@ -140,8 +140,17 @@ def _repeated(one: str, separator: str, parallel: bool) -> str:
     return f"{one} ({json.dumps(separator)} {one})*" if parallel else one
 
 
-def _schema(value: Any) -> str:
-    return "%json " + json.dumps(value if isinstance(value, dict) else {"type": "object"})
+def _schema(value: Any, lenient: bool = False) -> str:
+    """``%json`` for a schema; ``lenient`` (a tool that is not ``strict``): keywords the
+    grammar engine does not implement are not enforced, the rest is (``serving.tools``)."""
+    schema = value if isinstance(value, dict) else {"type": "object"}
+    if lenient:
+        schema = {**schema, "x-guidance": {**schema.get("x-guidance", {}), "lenient": True}}
+    return "%json " + json.dumps(schema)
+
+
+def _lenient(tools: tuple[Tool, ...]) -> bool:
+    return not all(t.strict for t in tools)
 
 
 def _hermes(tools: tuple[Tool, ...], token_id: Special, parallel: bool,
@@ -152,7 +161,7 @@ def _hermes(tools: tuple[Tool, ...], token_id: Special, parallel: bool,
 
     def rest(_: int, tool: Tool) -> str:
         head = json.dumps('\n{"name": ' + json.dumps(tool.name) + ', "arguments": ')
-        return f'{head} {_schema(tool.parameters)} "}}\\n" {end}'
+        return f'{head} {_schema(tool.parameters, not tool.strict)} "}}\\n" {end}'
 
     return _Spec([f"calls: {_repeated('call', chr(10), parallel)}",
                   f"call: {trigger} call_rest", *_alternatives("call_rest", tools, rest)],
@@ -181,7 +190,8 @@ def _qwen3_coder(tools: tuple[Tool, ...], token_id: Special, parallel: bool,
                 if isinstance(schema, dict) and schema.get("type") == "string":
                     rules.append(f"{rule}: {opening} value_text")
                 else:
-                    rules.append(f'{rule}: {opening} {_schema(schema)} "\\n</parameter>\\n"')
+                    rules.append(f'{rule}: {opening} {_schema(schema, not tool.strict)} '
+                                 '"\\n</parameter>\\n"')
                 parts.append(rule if key in required else f"{rule}?")
             params = " ".join(parts)
         name = json.dumps(f"\n<function={tool.name}>\n")
@@ -205,7 +215,8 @@ def _llama3_json(tools: tuple[Tool, ...], _token_id: Special, parallel: bool,
                  _mistral_args: bool) -> _Spec:
     """The whole reply is ``{"name": ..., "parameters": {...}}`` (several joined by "; ")."""
     schema = _call_object_schema(tools, "parameters")
-    return _Spec([f"calls: {_repeated('call', '; ', parallel)}", f"call: {_schema(schema)}"],
+    return _Spec([f"calls: {_repeated('call', '; ', parallel)}",
+                  f"call: {_schema(schema, _lenient(tools))}"],
                  plain_text="([ \\t\\r\\n]*[^{ \\t\\r\\n](.|\\n)*)?")
 
 
@@ -218,7 +229,7 @@ def _mistral(tools: tuple[Tool, ...], token_id: Special, parallel: bool,
         args = _literal("[ARGS]", token_id)
 
         def rest(_: int, tool: Tool) -> str:
-            return f"{json.dumps(tool.name)} {args} {_schema(tool.parameters)}"
+            return f"{json.dumps(tool.name)} {args} {_schema(tool.parameters, not tool.strict)}"
 
         return _Spec([f"calls: {_repeated('call', '', parallel)}",
                       f"call: {trigger} call_rest", *_alternatives("call_rest", tools, rest)],
@@ -228,7 +239,7 @@ def _mistral(tools: tuple[Tool, ...], token_id: Special, parallel: bool,
     if not parallel:
         schema["maxItems"] = 1
     return _Spec(["calls: call", f"call: {trigger} call_rest",
-                  f"call_rest: {_schema(schema)}"], trigger)
+                  f"call_rest: {_schema(schema, _lenient(tools))}"], trigger)
 
 
 def _pythonic(tools: tuple[Tool, ...], _token_id: Special, parallel: bool,
@@ -242,7 +253,8 @@ def _pythonic(tools: tuple[Tool, ...], _token_id: Special, parallel: bool,
         required = set((tool.parameters or {}).get("required") or [])
         args = []
         for j, (key, schema) in enumerate(properties.items()):
-            rules.append(f"a_{i}_{j}: {json.dumps(key + '=')} {_schema(schema)}")
+            rules.append(f"a_{i}_{j}: {json.dumps(key + '=')} "
+                         f"{_schema(schema, not tool.strict)}")
             args.append((f"a_{i}_{j}", key in required))
         return f"{json.dumps(tool.name + '(')} {_keyword_arguments(args)} \")\""
 

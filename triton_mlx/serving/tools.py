@@ -21,6 +21,7 @@ write a call we would not parse.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from typing import Any, Literal
 from triton_mlx.serving.errors import invalid
 from triton_mlx.serving.structured import check_schema
 from triton_mlx.serving.tool_calls.detect import uses_tools
+
+logger = logging.getLogger("triton_mlx.serving")
 
 DEFAULT_FORMAT = "default"
 """The tool format of models whose chat template has no tool support (calls as hermes')."""
@@ -213,7 +216,12 @@ def function_tool(where: str, name: Any, description: Any, parameters: Any, stri
     """One function tool from its fields as a protocol sent them (``where`` locates it in the
     request, e.g. ``tools[2].function``): a name of letters, digits, ``_`` and ``-``, an
     optional description, a JSON schema for the arguments (absent: no arguments) that the
-    grammar engine compiles, and ``strict``. Errors name ``tools``."""
+    grammar engine compiles, and ``strict``. Errors name ``tools``.
+
+    A ``strict`` tool's schema must compile whole. Any other tool's arguments are held to its
+    schema as far as the grammar engine implements it: keywords it lacks (``propertyNames``,
+    which Claude Code's tools use, ...) are not enforced, and a warning says which. That is
+    what non-strict tools promise in OpenAI's and Anthropic's APIs too."""
     if not isinstance(name, str) or not re.fullmatch(rf"[A-Za-z0-9_-]{{1,{name_length}}}", name):
         raise invalid(f"{where}.name must be 1-{name_length} letters, digits, '_' or '-'",
                       "tools")
@@ -223,5 +231,7 @@ def function_tool(where: str, name: Any, description: Any, parameters: Any, stri
         raise invalid(f"{where}.strict must be a boolean", "tools")
     if parameters is None:
         parameters = {"type": "object", "properties": {}}
-    check_schema(parameters, f"{where}.{schema_field}", "tools")
+    skipped = check_schema(parameters, f"{where}.{schema_field}", "tools", lenient=not strict)
+    if skipped:
+        logger.warning("tool %r: not enforced by the grammar: %s", name, "; ".join(skipped))
     return Tool(name, parameters, description, bool(strict))
