@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from triton_mlx.serving.errors import invalid
-from triton_mlx.serving.tools import Tool, ToolRequest, function_tool, read_tool_array
+from triton_mlx.serving.tools import Tool, ToolRequest, function_tool, read_function_tools
 
 _ROLES = {"user", "system", "developer", "assistant"}
 _TEXT_PARTS = {"input_text", "output_text"}
@@ -123,17 +123,7 @@ def _reasoning(item: dict[str, Any], where: str) -> str:
 
 def read_tools(data: dict[str, Any]) -> ToolRequest | None:
     """``tools`` (function tools only), ``tool_choice`` and ``parallel_tool_calls``."""
-    raw, choice = data.get("tools"), data.get("tool_choice")
-    parallel = data.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise invalid("parallel_tool_calls must be a boolean", "parallel_tool_calls")
-    if raw is None or raw == []:
-        if choice not in (None, "none", "auto"):
-            raise invalid("tool_choice requires tools", "tool_choice")
-        return None
-    tools = read_tool_array(raw, _tool)
-    kind, function = _choice(choice, {t.name for t in tools})
-    return ToolRequest(tools, kind, function, True if parallel is None else parallel)
+    return read_function_tools(data, _tool, _choice)
 
 
 def _tool(value: Any, where: str) -> Tool:

@@ -235,3 +235,28 @@ def function_tool(where: str, name: Any, description: Any, parameters: Any, stri
     if skipped:
         logger.warning("tool %r: not enforced by the grammar: %s", name, "; ".join(skipped))
     return Tool(name, parameters, description, bool(strict))
+
+
+ChoiceReader = Callable[[Any, set[str]], tuple[ToolChoice, str | None]]
+
+
+def read_function_tools(data: dict[str, Any], read_one: Callable[[Any, str], Tool],
+                        read_choice: ChoiceReader, *,
+                        parallel_needs_tools: bool = False) -> ToolRequest | None:
+    """OpenAI's ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (chat completions and
+    Responses nest a tool's fields differently: ``read_one`` and ``read_choice`` read them);
+    None when no tools are sent. ``parallel_needs_tools``: that flag alone is a 400."""
+    raw, choice = data.get("tools"), data.get("tool_choice")
+    parallel = data.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise invalid("parallel_tool_calls must be a boolean", "parallel_tool_calls")
+    if raw is None or raw == []:
+        if choice not in (None, "none", "auto"):
+            raise invalid("tool_choice requires tools", "tool_choice")
+        if parallel is not None and parallel_needs_tools:
+            raise invalid("parallel_tool_calls is only allowed with tools",
+                          "parallel_tool_calls")
+        return None
+    tools = read_tool_array(raw, read_one)
+    kind, function = read_choice(choice, {t.name for t in tools})
+    return ToolRequest(tools, kind, function, True if parallel is None else parallel)
