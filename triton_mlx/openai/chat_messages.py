@@ -18,7 +18,7 @@ _ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 def parse_tools(data: dict[str, Any]) -> ToolRequest | None:
     """``tools``, ``tool_choice`` and ``parallel_tool_calls``; None when no tools are sent."""
-    return read_function_tools(data, _tool, _choice, parallel_needs_tools=True)
+    return read_function_tools(data, _tool, nested=True, parallel_needs_tools=True)
 
 
 def _tool(value: Any, where: str) -> Tool:
@@ -34,24 +34,6 @@ def _tool(value: Any, where: str) -> Tool:
     return function_tool(f"{where}.function", function.get("name"),
                          function.get("description"), function.get("parameters"),
                          function.get("strict"))
-
-
-def _choice(value: Any, names: set[str]) -> tuple[Any, str | None]:
-    if value is None:
-        return "auto", None
-    if value in ("auto", "none", "required"):
-        return value, None
-    if isinstance(value, dict) and value.get("type") == "function":
-        function = value.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str):
-            raise invalid("tool_choice.function.name must be a string", "tool_choice")
-        if name not in names:
-            raise invalid(f"tool_choice names the function {name!r}, which is not in tools",
-                          "tool_choice")
-        return "function", name
-    raise invalid("tool_choice must be 'auto', 'none', 'required' or "
-                  "{'type': 'function', 'function': {'name': ...}}", "tool_choice")
 
 
 def parse_messages(value: Any) -> list[dict[str, Any]]:

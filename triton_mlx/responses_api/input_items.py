@@ -123,7 +123,7 @@ def _reasoning(item: dict[str, Any], where: str) -> str:
 
 def read_tools(data: dict[str, Any]) -> ToolRequest | None:
     """``tools`` (function tools only), ``tool_choice`` and ``parallel_tool_calls``."""
-    return read_function_tools(data, _tool, _choice)
+    return read_function_tools(data, _tool, nested=False)
 
 
 def _tool(value: Any, where: str) -> Tool:
@@ -135,23 +135,6 @@ def _tool(value: Any, where: str) -> Tool:
     _only(value, {"type", "name", "description", "parameters", "strict"}, where, "tools")
     return function_tool(where, value.get("name"), value.get("description"),
                          value.get("parameters"), value.get("strict"))
-
-
-def _choice(value: Any, names: set[str]) -> tuple[Any, str | None]:
-    if value is None:
-        return "auto", None
-    if value in ("auto", "none", "required"):
-        return value, None
-    if isinstance(value, dict) and value.get("type") == "function":
-        name = value.get("name")
-        if not isinstance(name, str):
-            raise invalid("tool_choice.name must be a string", "tool_choice")
-        if name not in names:
-            raise invalid(f"tool_choice names the function {name!r}, which is not in tools",
-                          "tool_choice")
-        return "function", name
-    raise invalid("tool_choice must be 'auto', 'none', 'required' or "
-                  "{'type': 'function', 'name': ...}", "tool_choice")
 
 
 def _only(value: dict, allowed: set[str], where: str, param: str = "input") -> None:

@@ -237,15 +237,12 @@ def function_tool(where: str, name: Any, description: Any, parameters: Any, stri
     return Tool(name, parameters, description, bool(strict))
 
 
-ChoiceReader = Callable[[Any, set[str]], tuple[ToolChoice, str | None]]
-
-
-def read_function_tools(data: dict[str, Any], read_one: Callable[[Any, str], Tool],
-                        read_choice: ChoiceReader, *,
-                        parallel_needs_tools: bool = False) -> ToolRequest | None:
-    """OpenAI's ``tools``, ``tool_choice`` and ``parallel_tool_calls`` (chat completions and
-    Responses nest a tool's fields differently: ``read_one`` and ``read_choice`` read them);
-    None when no tools are sent. ``parallel_needs_tools``: that flag alone is a 400."""
+def read_function_tools(data: dict[str, Any], read_one: Callable[[Any, str], Tool], *,
+                        nested: bool, parallel_needs_tools: bool = False) -> ToolRequest | None:
+    """OpenAI's ``tools``, ``tool_choice`` and ``parallel_tool_calls``; None when no tools are
+    sent. Chat completions and Responses differ only in nesting: ``read_one`` reads a tool, and
+    ``nested`` says a named choice is ``{"function": {"name"}}`` (chat) rather than
+    ``{"name"}`` (Responses). ``parallel_needs_tools``: that flag alone is a 400."""
     raw, choice = data.get("tools"), data.get("tool_choice")
     parallel = data.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
@@ -258,5 +255,25 @@ def read_function_tools(data: dict[str, Any], read_one: Callable[[Any, str], Too
                           "parallel_tool_calls")
         return None
     tools = read_tool_array(raw, read_one)
-    kind, function = read_choice(choice, {t.name for t in tools})
+    kind, function = _function_choice(choice, {t.name for t in tools}, nested)
     return ToolRequest(tools, kind, function, True if parallel is None else parallel)
+
+
+def _function_choice(value: Any, names: set[str], nested: bool) -> tuple[ToolChoice, str | None]:
+    if value is None:
+        return "auto", None
+    if value in ("auto", "none", "required"):
+        return value, None
+    field = "tool_choice.function.name" if nested else "tool_choice.name"
+    shape = "'function': {'name': ...}" if nested else "'name': ..."
+    if isinstance(value, dict) and value.get("type") == "function":
+        holder = value.get("function") if nested else value
+        name = holder.get("name") if isinstance(holder, dict) else None
+        if not isinstance(name, str):
+            raise invalid(f"{field} must be a string", "tool_choice")
+        if name not in names:
+            raise invalid(f"tool_choice names the function {name!r}, which is not in tools",
+                          "tool_choice")
+        return "function", name
+    raise invalid("tool_choice must be 'auto', 'none', 'required' or "
+                  f"{{'type': 'function', {shape}}}", "tool_choice")
