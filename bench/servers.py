@@ -1,7 +1,9 @@
-"""Starting and stopping the servers under test: one at a time, on free loopback ports.
+"""Starting and stopping the servers under test, on free loopback ports.
 
 Both run as child processes of this Python with the model hub switched off
 (``HF_HUB_OFFLINE=1``), their output going to a log file whose tail is shown if one fails.
+``bench.run`` keeps both up at once (idle while the other is measured); ``cpu_seconds`` lets it
+check that an idle one really is idle.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,18 @@ class ServerSpec:
     port: int
     model: str  # the ``model`` field the requests carry
     ready_path: str  # polled until it answers 200
+    pid: int | None = None  # while running
+    exit_code: int | None = None  # once stopped: 0 is a clean exit after SIGTERM
+    process: subprocess.Popen | None = field(default=None, repr=False)  # while running
+    log_path: Path | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Started and not exited (a server that died mid-run fails every later request)."""
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        return _tail(self.log_path, lines) if self.log_path and self.log_path.exists() else ""
 
     @property
     def base_url(self) -> str:
@@ -89,6 +103,8 @@ def running(spec: ServerSpec, log_dir: Path, ready_timeout: float = 600) -> Iter
             spec.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             env={**os.environ, **OFFLINE},
         )
+    spec.pid = process.pid
+    spec.process, spec.log_path = process, log_path
     try:
         _wait_ready(spec, process, log_path, ready_timeout)
         yield spec
@@ -99,6 +115,8 @@ def running(spec: ServerSpec, log_dir: Path, ready_timeout: float = 600) -> Iter
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        spec.exit_code = process.returncode
+        spec.process = None
 
 
 def get_json(url: str, timeout: float = 10) -> dict | None:
@@ -131,3 +149,18 @@ def _wait_ready(
 
 def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process and its reaped children have used so far; None where
+    /proc is missing (macOS) or the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    return sum(int(v) for v in fields[11:15]) / _TICKS

@@ -71,30 +71,6 @@ def test_repetition_penalty_covers_prompt_and_output_by_sign(penalty):
     assert (got[0, ~seen] == logits[0, ~seen]).all()
 
 
-def test_logit_bias_adds_to_the_named_tokens():
-    logits = random_logits(2)
-    bias = {0: 5.0, 4: -100.0, 11: 0.25}
-    expected = logits.copy()
-    for token, value in bias.items():
-        expected[0, token] += value
-    got = process(SamplingParams(logit_bias=bias), PROMPT, logits)
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
-
-
-def test_min_tokens_masks_end_of_sequence_until_enough_are_generated():
-    logits = random_logits(3)
-    eos = [2, 10]
-    suppress = sampling.suppress_until(eos, min_tokens=3, prompt_length=len(PROMPT))
-    for generated in range(3):  # sampling the 1st, 2nd and 3rd tokens
-        tokens = mx.array(PROMPT + GENERATED[:generated])
-        got = np.array(suppress(tokens, mx.array(logits)))
-        assert np.isneginf(got[0, eos]).all()
-        others = [t for t in range(VOCAB) if t not in eos]
-        np.testing.assert_array_equal(got[0, others], logits[0, others])
-    tokens = mx.array(PROMPT + GENERATED[:3])  # sampling the 4th: anything goes
-    np.testing.assert_array_equal(np.array(suppress(tokens, mx.array(logits))), logits)
-
-
 # ----- samplers -----------------------------------------------------------------------------
 
 

@@ -1,30 +1,29 @@
-"""How the engine drives mlx-lm's ``BatchGenerator`` (mlx-lm 0.32): build, warm up, insert.
+"""How the engine drives its generator (mlx-lm 0.32's ``BatchGenerator`` over our
+``DecodeBatch``): build, warm up, insert.
 
-Each sequence of the batch carries its own sampler and logits processors (``sampling``), each
-wrapped in a ``FaultTrap`` so its failure stays its own, and its own stop tokens: the
-model's end-of-sequence tokens, or none for ``ignore_eos`` (vLLM's extension: such a
-sequence runs to ``max_tokens``). vLLM's ``min_tokens`` adds a processor that masks the
-end-of-sequence tokens until then. A request that uses neither takes the plain path: the
-generator's shared stop tokens and no extra processor. A request with a ``grammar`` is
-registered with the generator (``grammar_batch``), which masks all its constrained rows in one
-operation per step; the grammar then decides where the text ends: ``ignore_eos`` does not apply,
-and the grammar handles ``min_tokens``. A matcher's error goes to the sequence's ``FaultTrap``.
+Each sequence of the batch carries its own ``RowSettings``: its sampler (None for greedy, which
+the batch samples with one argmax), logit bias, penalties, ``min_tokens`` and stop tokens: the
+model's end-of-sequence tokens, or none for ``ignore_eos`` (vLLM's extension: such a sequence
+runs to ``max_tokens``). Its own code (sampler, penalties) is wrapped in a ``FaultTrap`` so its
+failure stays its own. A request with a ``grammar`` is registered with the generator
+(``grammar_batch``), which masks all its constrained rows in one operation per step; the
+grammar then decides where the text ends: ``ignore_eos`` does not apply, and the grammar handles
+``min_tokens``. A matcher's error goes to the sequence's ``FaultTrap``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mlx_lm.generate import StopSequences
 from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.sample_utils import greedy_sampler
 
 from triton_mlx.engine import sampling
 from triton_mlx.engine.constraints import GrammarCache
+from triton_mlx.engine.decode_batch import RowSettings
 from triton_mlx.engine.fault_trap import FaultTrap
 from triton_mlx.engine.grammar_batch import ConstrainedGenerator
 from triton_mlx.engine.types import GenerationRequest
-
-_NO_STOP_TOKENS = StopSequences()  # for ignore_eos: no token ends the sequence
 
 
 def new_generator(model: Any, eos_ids: list[int], slots: int, prefill_step_size: int,
@@ -33,6 +32,7 @@ def new_generator(model: Any, eos_ids: list[int], slots: int, prefill_step_size:
     chunks of ``prefill_step_size`` tokens between decode steps."""
     return ConstrainedGenerator(
         model,
+        eos_ids=eos_ids,
         stop_tokens=[[t] for t in eos_ids],
         completion_batch_size=slots,
         prefill_batch_size=slots,
@@ -58,23 +58,30 @@ def insert(generator: ConstrainedGenerator, request: GenerationRequest, cache: l
     prompt tokens) when given; returns its uid and the trap that guards its own code."""
     prompt = list(request.prompt_tokens)
     trap = FaultTrap()
-    processors = sampling.make_logits_processors(request.sampling, len(prompt))
+    params = request.sampling
+    sampler = sampling.make_sampler(params, vocab_size)
+    settings = RowSettings(
+        trap=trap,
+        sampler=None if sampler is greedy_sampler else trap.sampler(sampler),
+        logit_bias=dict(params.logit_bias),
+        penalties=trap.processors(sampling.make_logits_processors(params, len(prompt))),
+        logprobs=request.logprobs,
+    )
     constrained = None
     if request.grammar is not None:  # masked after the processors: it sees what they leave
         constrained = grammars.sequence(request.grammar, request.min_tokens,
                                         on_error=lambda exc: _record(trap, exc))
-    elif request.min_tokens > 0 and eos_ids:
-        processors.append(sampling.suppress_until(eos_ids, request.min_tokens, len(prompt)))
-    ignore_eos = request.ignore_eos and request.grammar is None
+    else:
+        settings.min_tokens = request.min_tokens
+    if not (request.ignore_eos and request.grammar is None):
+        settings.stop_tokens = frozenset(eos_ids)
     (uid,) = generator.insert(
         [prompt[cached:]],
         max_tokens=[request.max_tokens],
         caches=[cache] if cache is not None else None,
         all_tokens=[prompt[:cached]],
-        samplers=[trap.sampler(sampling.make_sampler(request.sampling, vocab_size))],
-        logits_processors=[trap.processors(processors)],
-        stop_sequences=[_NO_STOP_TOKENS] if ignore_eos else None,
     )
+    generator.register(uid, settings)
     if constrained is not None:
         generator.constrain(uid, constrained)
     return uid, trap

@@ -375,7 +375,7 @@ class Engine(ModelThread):
     def _handle(self, sequence: Sequence, response: Any) -> GenerationOutput | None:
         self.generated_tokens += 1
         output, stopped = sequence.advance(
-            response.token, response.logprobs, response.finish_reason
+            response.token, response.logprob, response.finish_reason
         )
         if response.finish_reason is not None:  # the generator has let go of it already
             self.prefix_cache.store(response.all_tokens, response.prompt_cache)

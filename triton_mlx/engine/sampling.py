@@ -1,13 +1,13 @@
-"""Per-sequence samplers and logits processors, built on the engine thread.
+"""Per-sequence samplers and penalty processors, built on the engine thread.
 
 Each sequence in a batch carries its own sampler and processors, so requests with different
-parameters share one batch. Greedy sequences share one sampler object, which lets mlx-lm's
-batch step sample them in a single call.
+parameters share one batch. Greedy sequences get mlx-lm's shared greedy sampler, which the
+decode batch recognises and replaces with one argmax over all its greedy rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, greedy_sampler
@@ -50,37 +50,20 @@ def make_sampler(params: SamplingParams, vocab_size: int) -> Sampler:
 
 
 def make_logits_processors(params: SamplingParams, prompt_length: int) -> list[LogitsProcessor]:
-    """Processors for logit bias and the three penalties; empty when none is set.
+    """Processors for the three penalties, which need the tokens so far; empty when none is
+    set. (Logit bias and ``min_tokens`` need no history: the decode batch applies them to all
+    its rows at once.)
 
     A processor receives the sequence's tokens so far (prompt + generated) and the logits of
     shape (1, vocab). Frequency and presence penalties count generated tokens only, as OpenAI
     defines them; the repetition penalty (Hugging Face's) covers prompt and output.
     """
     processors: list[LogitsProcessor] = []
-    if params.logit_bias:
-        ids = mx.array(list(params.logit_bias.keys()))
-        bias = mx.array(list(params.logit_bias.values()))
-        processors.append(lambda _tokens, logits: logits.at[:, ids].add(bias.astype(logits.dtype)))
     if params.frequency_penalty or params.presence_penalty:
         processors.append(_output_penalty(params, prompt_length))
     if params.repetition_penalty != 1.0:
         processors.append(_repetition_penalty(params.repetition_penalty))
     return processors
-
-
-def suppress_until(
-    token_ids: Iterable[int], min_tokens: int, prompt_length: int
-) -> LogitsProcessor:
-    """vLLM's ``min_tokens``: until ``min_tokens`` tokens are generated, none of ``token_ids``
-    (the end-of-sequence tokens) can be sampled; their logits are -inf."""
-    ids = mx.array(sorted(token_ids))
-
-    def apply(tokens: mx.array, logits: mx.array) -> mx.array:
-        if tokens.size - prompt_length >= min_tokens:
-            return logits
-        return logits.at[:, ids].minimum(-mx.inf)
-
-    return apply
 
 
 def _output_penalty(params: SamplingParams, prompt_length: int) -> LogitsProcessor:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-import mlx.core as mx
 
 from triton_mlx.engine.detokenizer import IncrementalDetokenizer
 from triton_mlx.engine.fault_trap import FaultTrap
@@ -34,7 +31,8 @@ class Sequence:
         return self.stream.request
 
     def advance(
-        self, token: int, logprobs: Any, finish_reason: str | None
+        self, token: int, logprob: tuple[float, list[tuple[int, float]]] | None,
+        finish_reason: str | None,
     ) -> tuple[GenerationOutput | None, bool]:
         """Take one generated token; return (output to send or None, stopped by a stop string).
 
@@ -47,8 +45,8 @@ class Sequence:
         if finish_reason == "stop":
             text = self.detokenizer.flush()
         else:
-            if self.request.logprobs is not None:
-                self.pending_logprobs.append(_token_logprob(token, logprobs,
+            if self.request.logprobs is not None and logprob is not None:
+                self.pending_logprobs.append(_token_logprob(token, logprob,
                                                             self.request.logprobs))
             text = self.detokenizer.add(token)
             if finish_reason == "length":
@@ -72,16 +70,13 @@ class Sequence:
         return output, stopped
 
 
-def _token_logprob(token: int, logprobs: mx.array, top: int) -> TokenLogprob:
-    """The chosen token's log probability and the ``top`` most likely tokens, from the
-    step's normalised log probabilities (an MLX vector over the vocabulary): under a grammar,
-    those of the masked distribution."""
-    chosen = float(logprobs[token].item())
+def _token_logprob(token: int, logprob: tuple[float, list[tuple[int, float]]],
+                   top: int) -> TokenLogprob:
+    """The chosen token's log probability and the ``top`` most likely tokens, from the step's
+    (value, alternatives best first): under a grammar, those of the masked distribution."""
+    value, alternatives = logprob
     if top <= 0:
-        return TokenLogprob(token, chosen)
-    ids = mx.argpartition(-logprobs, kth=top - 1)[:top]
-    values = logprobs[ids]
-    pairs = sorted(zip(ids.tolist(), values.tolist(), strict=True), key=lambda p: -p[1])
+        return TokenLogprob(token, value)
     # A grammar's mask leaves its refused tokens at -inf: they are no alternatives.
-    return TokenLogprob(token, chosen, tuple((int(i), float(v)) for i, v in pairs
-                                             if v != -math.inf))
+    return TokenLogprob(token, value, tuple((int(i), float(v)) for i, v in alternatives[:top]
+                                            if v != -math.inf))

@@ -1,0 +1,165 @@
+"""The decode batch (``DecodeBatch``) against mlx-lm's single-sequence ``generate_step``.
+
+Each test drives the engine's generator directly on the tiny model and compares tokens and log
+probabilities with ``generate_step``, which decodes one sequence on plain caches: batched logit
+bias, ``min_tokens`` and logprobs must be what each row would get alone, and a sequence that
+decodes alone (on plain caches), is joined, and is left alone again must not notice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import pytest
+from mlx_lm.generate import generate_step
+from mlx_lm.models.cache import BatchKVCache, KVCache
+from mlx_lm.sample_utils import make_logits_processors
+from mlx_lm.utils import load
+
+from triton_mlx.engine import batch_generator
+from triton_mlx.engine.constraints import GrammarCache
+from triton_mlx.engine.types import GenerationRequest, SamplingParams
+
+EOS = 2  # the tiny model's <|im_end|>
+GREEDY = SamplingParams(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_repository):
+    model, tokenizer = load(str(tiny_repository / "tiny"))
+    return model, tokenizer
+
+
+def new_generator(model, slots=8):
+    return batch_generator.new_generator(model, [EOS], slots, 64, mx.default_stream(mx.cpu))
+
+
+def insert(generator, model, tokenizer, request):
+    uid, _ = batch_generator.insert(generator, request, None, 0,
+                                    batch_generator.vocab_size(model), [EOS],
+                                    GrammarCache(tokenizer, [EOS]))
+    return uid
+
+
+def request(tokenizer, text, max_tokens, sampling=GREEDY, **options):
+    return GenerationRequest(tokenizer.encode(text), max_tokens, sampling, **options)
+
+
+def run(generator, until_done, on_step=None):
+    """Step until every uid in ``until_done`` finished: uid -> [(token, logprob)], finish."""
+    tokens: dict[int, list] = {uid: [] for uid in until_done}
+    finish: dict[int, str] = {}
+    step = 0
+    while len(finish) < len(tokens):
+        _, responses = generator.next()
+        for response in responses:
+            tokens.setdefault(response.uid, []).append((response.token, response.logprob))
+            if response.finish_reason is not None:
+                finish[response.uid] = response.finish_reason
+        step += 1
+        if on_step is not None:
+            on_step(step)
+        tokens.update({u: tokens.get(u, []) for u in list(until_done)})
+        until_done = [u for u in tokens if u not in finish]
+        if not until_done:
+            break
+    return tokens, finish
+
+
+def alone(model, prompt, max_tokens, bias=None):
+    """``generate_step``'s greedy tokens and log probability vectors for ``prompt``."""
+    processors = make_logits_processors(logit_bias=bias) if bias else None
+    steps = generate_step(mx.array(prompt), model, max_tokens=max_tokens,
+                          logits_processors=processors)
+    return [(int(token), logprobs) for token, logprobs in steps]
+
+
+def test_rows_with_different_logit_biases_each_get_their_own(loaded):
+    model, tokenizer = loaded
+    generator = new_generator(model)
+    biases = [{}, {17: 9.0, 40: 4.0}, {EOS: -100.0, 99: 3.5}]
+    requests = [request(tokenizer, text, 6, SamplingParams(temperature=0.0, logit_bias=bias))
+                for text, bias in zip(["Hello world", "The quick brown", "def add"], biases,
+                                      strict=True)]
+    uids = [insert(generator, model, tokenizer, r) for r in requests]
+    got, _ = run(generator, uids)
+    for uid, r, bias in zip(uids, requests, biases, strict=True):
+        expected = [t for t, _ in alone(model, r.prompt_tokens, 6, bias)]
+        tokens = [t for t, _ in got[uid]]
+        assert tokens[: len(expected)] == expected[: len(tokens)]
+    assert [t for t, _ in got[uids[1]]] != [t for t, _ in got[uids[0]]]
+
+
+def test_min_tokens_holds_end_of_sequence_back_per_row(loaded):
+    model, tokenizer = loaded
+    generator = new_generator(model)
+    eos_first = SamplingParams(temperature=0.0, logit_bias={EOS: 100.0})
+    uids = [insert(generator, model, tokenizer,
+                   request(tokenizer, "Hello world", 10, eos_first, min_tokens=m))
+            for m in (0, 3, 6)]
+    got, finish = run(generator, uids)
+    assert [len(got[u]) for u in uids] == [1, 4, 7]  # EOS the moment it may come
+    assert all(finish[u] == "stop" for u in uids)
+    assert all(got[u][-1][0] == EOS and EOS not in [t for t, _ in got[u][:-1]] for u in uids)
+
+
+def test_logprobs_rows_carry_the_token_value_and_top_alternatives(loaded):
+    model, tokenizer = loaded
+    generator = new_generator(model)
+    prompt = "The capital of France"
+    uid_top = insert(generator, model, tokenizer, request(tokenizer, prompt, 5, logprobs=3))
+    uid_none = insert(generator, model, tokenizer, request(tokenizer, "Hello", 5))
+    uid_zero = insert(generator, model, tokenizer, request(tokenizer, prompt, 5, logprobs=0))
+    got, _ = run(generator, [uid_top, uid_none, uid_zero])
+    expected = alone(model, tokenizer.encode(prompt), 5)
+    assert all(logprob is None for _, logprob in got[uid_none])
+    for (token, (value, top)), (token0, (value0, top0)), (want, vector) in zip(
+            got[uid_top], got[uid_zero], expected, strict=True):
+        assert token == token0 == want
+        assert math.isclose(value, vector[want].item(), abs_tol=1e-4) and value == value0
+        assert top0 == [] and len(top) == 3
+        best = sorted(range(vector.size), key=lambda i: -vector[i].item())[:3]
+        assert [i for i, _ in top] == best and top[0][1] == value  # greedy: the best one
+
+
+def test_a_lone_sequence_decodes_on_plain_caches_and_is_joined_and_left_unchanged(loaded):
+    model, tokenizer = loaded
+    generator = new_generator(model)
+    first = request(tokenizer, "Hello world", 24)
+    expected = [t for t, _ in alone(model, first.prompt_tokens, 24)]
+    uid = insert(generator, model, tokenizer, first)
+    kinds = []
+    joined = []
+
+    def on_step(step):
+        kinds.append({type(c) for c in generator._generation_batch.prompt_cache})
+        if step == 6:  # a second sequence joins mid-way, and finishes long before the first
+            joined.append(insert(generator, model, tokenizer,
+                                 request(tokenizer, "The quick brown fox", 4)))
+
+    got, finish = run(generator, [uid], on_step)
+    assert [t for t, _ in got[uid]] == expected and finish[uid] == "length"
+    assert len(got[joined[0]]) == 4
+    assert kinds[2] == {KVCache}  # alone: plain caches
+    assert {BatchKVCache} in kinds[6:10]  # joined: batch caches
+    assert kinds[-2] == {KVCache}  # alone again (the last step ended it)
+
+
+def test_a_sampling_row_beside_greedy_rows_keeps_its_seeded_draws(loaded):
+    model, tokenizer = loaded
+    seeded = SamplingParams(temperature=1.0, seed=1234)
+
+    def draw(companions):
+        generator = new_generator(model)
+        uid = insert(generator, model, tokenizer, request(tokenizer, "Hello", 8, seeded))
+        others = [insert(generator, model, tokenizer, request(tokenizer, text, 8))
+                  for text in companions]
+        got, _ = run(generator, [uid, *others])
+        return [t for t, _ in got[uid]], [[t for t, _ in got[o]] for o in others]
+
+    solo, _ = draw([])
+    together, greedy = draw(["The quick", "def add"])
+    assert together == solo
+    for text, tokens in zip(["The quick", "def add"], greedy, strict=True):
+        assert tokens == [t for t, _ in alone(model, tokenizer.encode(text), 8)]

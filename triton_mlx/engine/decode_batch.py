@@ -1,0 +1,335 @@
+"""The decode half of the batch: one step for every running sequence, lean per step.
+
+Why not mlx-lm's ``GenerationBatch`` (0.32.2) as it is. Its per-step work grows with the batch in
+ways a server feels: once any row has a logits processor (the logit bias of every benchmark, say)
+every row is sliced out and concatenated back; every row with a sampler of its own is sampled
+alone; every row's log probabilities become an array of their own; and a batch of one still pays
+for batch caches (per-row offsets and an attention mask), which on a GPU makes a lone stream
+0.5-0.7x as fast as mlx-lm's single-sequence ``generate_step``. On MLX's CUDA backend a step is
+bound by the host launching its kernels, so every per-row operation costs time. Here:
+
+- logit bias and ``min_tokens`` go on the whole batch in one scatter each; only rows with
+  penalties, which need their own token history, are processed row by row;
+- greedy rows are sampled with one argmax; only rows with a sampler of their own (temperature,
+  seeds) are sampled one by one;
+- log probabilities stay one (batch, vocabulary) array: the rows that asked for logprobs get
+  their token's value and top alternatives in one gather, computed with the step;
+- a lone sequence decodes on plain per-layer caches (mlx-lm's ``KVCache``: no mask, scalar
+  offsets), which is ``generate_step``'s own path; the caches become batch caches again when
+  another sequence joins. Only models whose caches are all ``BatchKVCache`` go lone.
+
+The step is pipelined as mlx-lm's is: step N+1 is dispatched before step N's tokens are read, so
+the host builds the next graph while the device computes. A row's own code (its sampler and
+penalties) runs under its ``FaultTrap``; a grammar masks its rows through ``Constraints``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.models.cache import BatchKVCache, TokenBuffer
+
+from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
+
+_Pending = list[tuple[list[tuple[int, int]], tuple[mx.array, ...]]]
+"""Logprob gathers of one step, not yet read: ((uid, top k) per row, (values[, ids, tops]))."""
+
+
+@dataclass(eq=False)
+class RowSettings:
+    """What one sequence asks of each step besides its forward pass."""
+
+    trap: FaultTrap
+    sampler: Sampler | None = None
+    """None: greedy (argmax with the rest of the batch)."""
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    penalties: list[LogitsProcessor] = field(default_factory=list)
+    """Processors that need the sequence's tokens so far; applied row by row."""
+    min_tokens: int = 0
+    """End-of-sequence tokens are masked until this many tokens are generated."""
+    stop_tokens: frozenset[int] = frozenset()
+    """Tokens that end the sequence with "stop" (none with ``ignore_eos``)."""
+    logprobs: int | None = None
+    """Top alternatives wanted with each token's log probability; None: none."""
+
+
+@dataclass(slots=True)
+class Decoded:
+    """One row's result of a step: its token, and the sequence's end if it ended."""
+
+    uid: int
+    token: int
+    finish_reason: str | None
+    logprob: tuple[float, list[tuple[int, float]]] | None = None
+    """The token's log probability and the top alternatives, best first (when asked)."""
+    prompt_cache: list[Any] | None = None
+    all_tokens: list[int] | None = None
+
+
+class DecodeBatch:
+    """The sequences past their prompt, stepped together (mlx-lm's ``GenerationBatch`` role).
+
+    The interface ``BatchGenerator`` uses is kept: ``uids``, ``tokens``, ``prompt_cache``,
+    ``extend``, ``filter``, ``extract_cache``, ``next`` and ``len``.
+    """
+
+    def __init__(self, model: Any, settings: dict[int, RowSettings], uids: list[int],
+                 inputs: mx.array, prompt_cache: list[Any], tokens: list[list[int]],
+                 max_tokens: list[int], *, eos_ids: list[int], constraints: Any = None) -> None:
+        self.model = model
+        self.uids = uids
+        self.prompt_cache = prompt_cache
+        self.tokens = tokens
+        self.max_tokens = max_tokens
+        self.constraints = constraints
+        self._registry = settings
+        self._eos_ids = eos_ids
+        # A sequence inserted without settings (the warm-up's) is greedy and stops at EOS.
+        self._rows = [settings.get(uid) or RowSettings(FaultTrap(), stop_tokens=frozenset(eos_ids))
+                      for uid in uids]
+        self._num_tokens = [0] * len(uids)
+        self._contexts: list[TokenBuffer | None] = [
+            TokenBuffer(t) if row.penalties else None
+            for row, t in zip(self._rows, tokens, strict=True)]
+        self._next_tokens: mx.array | None = inputs
+        self._next_logprobs: _Pending = []
+        self._lone = False
+        self._plan: _StepPlan | None = None
+        if uids:
+            self._step(first=True)
+
+    @classmethod
+    def empty(cls, model: Any, settings: dict[int, RowSettings], eos_ids: list[int],
+              constraints: Any = None) -> DecodeBatch:
+        return cls(model, settings, [], mx.array([], dtype=mx.uint32), [], [], [],
+                   eos_ids=eos_ids, constraints=constraints)
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    # ----- membership -----
+
+    def extend(self, batch: DecodeBatch) -> None:
+        """Add ``batch``'s sequences (just past their prompts, first tokens dispatched)."""
+        if not batch.uids:
+            return
+        if self._lone:
+            self._leave_lone()
+        if batch._lone:
+            batch._leave_lone()
+        self.uids.extend(batch.uids)
+        if not self.prompt_cache:
+            self.prompt_cache = batch.prompt_cache
+        else:
+            for mine, theirs in zip(self.prompt_cache, batch.prompt_cache, strict=True):
+                mine.extend(theirs)
+        self.tokens.extend(batch.tokens)
+        self.max_tokens.extend(batch.max_tokens)
+        self._rows.extend(batch._rows)
+        self._num_tokens.extend(batch._num_tokens)
+        self._contexts.extend(batch._contexts)
+        if self._next_tokens is None or self._next_tokens.size == 0:
+            self._next_tokens = batch._next_tokens
+        else:
+            self._next_tokens = mx.concatenate([self._next_tokens, batch._next_tokens])
+        self._next_logprobs.extend(batch._next_logprobs)
+        self._plan = None
+
+    def filter(self, keep: list[int]) -> None:
+        """Keep only the rows ``keep`` (in that order)."""
+        self.uids = [self.uids[i] for i in keep]
+        if not keep:
+            self.prompt_cache.clear()
+            self._lone = False
+        elif not self._lone:
+            for cache in self.prompt_cache:
+                cache.filter(keep)
+        self.tokens = [self.tokens[i] for i in keep]
+        self.max_tokens = [self.max_tokens[i] for i in keep]
+        self._rows = [self._rows[i] for i in keep]
+        self._num_tokens = [self._num_tokens[i] for i in keep]
+        self._contexts = [self._contexts[i] for i in keep]
+        self._next_tokens = self._next_tokens[mx.array(keep)] if keep else None
+        self._plan = None
+
+    def extract_cache(self, idx: int) -> list[Any]:
+        """A copy of row ``idx``'s cache, as single-sequence caches; the batch keeps its own."""
+        if self._lone:
+            return [_copy_cache(c) for c in self.prompt_cache]
+        return [c.extract(idx) for c in self.prompt_cache]
+
+    def _go_lone(self) -> None:
+        """One row left: decode on plain caches, as ``generate_step`` does."""
+        self.prompt_cache = [c.extract(0) for c in self.prompt_cache]
+        self._lone = True
+
+    def _leave_lone(self) -> None:
+        self.prompt_cache = [BatchKVCache.merge([c]) for c in self.prompt_cache]
+        self._lone = False
+
+    def _can_go_lone(self) -> bool:
+        return (len(self.uids) == 1 and not self._lone and bool(self.prompt_cache)
+                and all(type(c) is BatchKVCache for c in self.prompt_cache))
+
+    # ----- stepping -----
+
+    def next(self) -> list[Decoded]:
+        """Dispatch the next step, then return this step's tokens (the one dispatched last
+        time), ending the rows that reached ``max_tokens`` or a stop token."""
+        if not self.uids:
+            return []
+        if self._can_go_lone():
+            self._go_lone()
+        tokens, logprobs = self._step()
+        results = []
+        keep = []
+        for i, token in enumerate(tokens):
+            row = self._rows[i]
+            self._num_tokens[i] += 1
+            finish = None
+            if token in row.stop_tokens:
+                finish = "stop"
+            elif self._num_tokens[i] >= self.max_tokens[i]:
+                finish = "length"
+            uid = self.uids[i]
+            result = Decoded(uid, token, finish, logprobs.get(uid) if logprobs else None)
+            if finish is not None:
+                result.prompt_cache = self.extract_cache(i)
+                result.all_tokens = self.tokens[i]
+            else:
+                keep.append(i)
+            results.append(result)
+        if len(keep) < len(self.uids):
+            self.filter(keep)
+        return results
+
+    def _step(self, first: bool = False,
+              ) -> tuple[list[int], dict[int, tuple[float, list[tuple[int, float]]]]]:
+        """Dispatch the next tokens' computation; read the ones dispatched last time. A row's
+        first step (``first``) samples its first token; later ones, with one token sampled and
+        not yet read."""
+        inputs = self._next_tokens
+        pending_logprobs = self._next_logprobs
+        plan = self._plan = self._plan or _StepPlan(self._rows, self._eos_ids)
+
+        logits = self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :]
+        logits, contexts = self._process(plan, inputs, logits, 0 if first else 1)
+        if self.constraints is not None:  # the one grammar mask of the step
+            logits = self.constraints.apply(self.uids, inputs, logits)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        sampled = self._sample(plan, logprobs)
+
+        self._next_tokens = sampled
+        self._next_logprobs = self._logprob_rows(plan, logprobs, sampled)
+        mx.async_eval(sampled, *contexts, *(a for _, arrays in self._next_logprobs
+                                             for a in arrays))
+
+        mx.eval(inputs, *(a for _, arrays in pending_logprobs for a in arrays))
+        tokens = inputs.tolist()
+        for history, token in zip(self.tokens, tokens, strict=True):
+            history.append(token)
+        return tokens, _read_logprobs(pending_logprobs)
+
+    def _process(self, plan: _StepPlan, inputs: mx.array, logits: mx.array,
+                 unread: int) -> tuple[mx.array, list[mx.array]]:
+        """Logit bias, penalties and ``min_tokens`` on the batch's logits (``unread``: tokens
+        each row has sampled that ``next`` has not counted yet)."""
+        if plan.bias is not None:
+            rows, ids, values = plan.bias
+            logits = logits.at[rows, ids].add(values.astype(logits.dtype))
+        contexts = []
+        if plan.penalty_rows:
+            processed = []
+            for i in plan.penalty_rows:
+                context = self._contexts[i].update_and_fetch(inputs[i : i + 1])
+                contexts.append(context)
+                row = logits[i : i + 1]
+                for processor in self._rows[i].penalties:
+                    row = processor(context, row)
+                processed.append(row)
+            logits[plan.penalty_index] = mx.concatenate(processed, axis=0)
+        if plan.min_rows and self._eos_ids:
+            held = [i for i in plan.min_rows
+                    if self._num_tokens[i] + unread < self._rows[i].min_tokens]
+            if held:
+                rows = mx.array([i for i in held for _ in self._eos_ids])
+                ids = mx.array(self._eos_ids * len(held))
+                logits = logits.at[rows, ids].add(-mx.inf)
+        return logits, contexts
+
+    def _sample(self, plan: _StepPlan, logprobs: mx.array) -> mx.array:
+        """Greedy rows in one argmax; rows with their own sampler one by one."""
+        if not plan.sampled_rows:
+            return mx.argmax(logprobs, axis=-1)
+        own = [self._rows[i].sampler(logprobs[i : i + 1]) for i in plan.sampled_rows]
+        if len(plan.sampled_rows) == len(self.uids):
+            return mx.concatenate(own, axis=0)
+        sampled = mx.argmax(logprobs, axis=-1)
+        sampled[plan.sampled_index] = mx.concatenate(own, axis=0).astype(sampled.dtype)
+        return sampled
+
+    def _logprob_rows(self, plan: _StepPlan, logprobs: mx.array,
+                      sampled: mx.array) -> _Pending:
+        """For the rows that asked: the sampled token's log probability and the top ones."""
+        if not plan.logprob_rows:
+            return []
+        index = plan.logprob_index
+        rows = logprobs[index]
+        chosen = mx.take_along_axis(rows, sampled[index][:, None], axis=-1)[:, 0]
+        uids = [(self.uids[i], self._rows[i].logprobs or 0) for i in plan.logprob_rows]
+        if plan.top == 0:
+            return [(uids, (chosen,))]
+        ids = mx.argpartition(-rows, kth=plan.top - 1, axis=-1)[:, : plan.top]
+        return [(uids, (chosen, ids, mx.take_along_axis(rows, ids, axis=-1)))]
+
+
+class _StepPlan:
+    """Which rows need what, derived once per batch membership (not once per step)."""
+
+    def __init__(self, rows: list[RowSettings], eos_ids: list[int]) -> None:
+        bias_rows, bias_ids, bias_values = [], [], []
+        for i, row in enumerate(rows):
+            for token, value in row.logit_bias.items():
+                bias_rows.append(i)
+                bias_ids.append(token)
+                bias_values.append(value)
+        self.bias = ((mx.array(bias_rows), mx.array(bias_ids), mx.array(bias_values))
+                     if bias_rows else None)
+        self.penalty_rows = [i for i, row in enumerate(rows) if row.penalties]
+        self.penalty_index = mx.array(self.penalty_rows) if self.penalty_rows else None
+        self.min_rows = [i for i, row in enumerate(rows) if row.min_tokens > 0]
+        self.sampled_rows = [i for i, row in enumerate(rows) if row.sampler is not None]
+        self.sampled_index = mx.array(self.sampled_rows) if self.sampled_rows else None
+        self.logprob_rows = [i for i, row in enumerate(rows) if row.logprobs is not None]
+        self.logprob_index = mx.array(self.logprob_rows) if self.logprob_rows else None
+        self.top = max((rows[i].logprobs or 0 for i in self.logprob_rows), default=0)
+
+
+def _read_logprobs(
+    pending: _Pending,
+) -> dict[int, tuple[float, list[tuple[int, float]]]]:
+    """uid -> (log probability, its ``k`` top alternatives best first) from evaluated
+    gathers of (uid, k) rows."""
+    found = {}
+    for rows, arrays in pending:
+        chosen = arrays[0].tolist()
+        if len(arrays) == 1:
+            found.update((uid, (value, [])) for (uid, _), value in zip(rows, chosen, strict=True))
+            continue
+        ids, values = arrays[1].tolist(), arrays[2].tolist()
+        for (uid, k), value, row_ids, row_values in zip(rows, chosen, ids, values, strict=True):
+            top = sorted(zip(row_ids, row_values, strict=True), key=lambda p: -p[1])
+            found[uid] = (value, top[:k])
+    return found
+
+
+def _copy_cache(cache: Any) -> Any:
+    """An independent single-sequence cache holding what ``cache`` holds."""
+    out = copy.copy(cache)
+    if getattr(cache, "keys", None) is not None and hasattr(cache, "offset"):
+        out.keys = mx.contiguous(cache.keys[..., : cache.offset, :])
+        out.values = mx.contiguous(cache.values[..., : cache.offset, :])
+    return out
