@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from triton_mlx.engine.detokenizer import IncrementalDetokenizer
 from triton_mlx.engine.kv_budget import CACHE_STEP, KVBudget
 from triton_mlx.engine.prefix_cache import PrefixCache
 from triton_mlx.engine.scheduler import Scheduler
 from triton_mlx.engine.sequence import Sequence
-from triton_mlx.engine.stop_strings import StopStringMatcher
 from triton_mlx.engine.stream import GenerationStream
 from triton_mlx.engine.types import GenerationRequest, QueueFullError, RequestTooLargeError
 
@@ -47,8 +45,7 @@ def submit(books: Scheduler, n: int) -> list[GenerationStream]:
 
 
 def run(books: Scheduler, stream: GenerationStream) -> Sequence:
-    sequence = Sequence(stream=stream, detokenizer=IncrementalDetokenizer(None),
-                        stop=StopStringMatcher(()))
+    sequence = Sequence(stream=stream)
     books.started(sequence)
     return sequence
 

@@ -8,15 +8,13 @@ stop string ever leaks, nothing is lost, and no piece holds a broken character.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from triton_mlx.engine.detokenizer import IncrementalDetokenizer
-from triton_mlx.engine.sequence import Sequence
 from triton_mlx.engine.stop_strings import StopStringMatcher
+from triton_mlx.engine.text_output import TextOutput
 from triton_mlx.engine.types import GenerationRequest
 
 # A small alphabet makes overlapping and repeated stop strings likely; multi-byte characters
@@ -144,11 +142,6 @@ def test_detokenizer_with_a_real_byte_level_tokenizer(text):
 # ----- both, as a sequence of the engine runs them ---------------------------------------------
 
 
-@dataclass
-class FakeStream:
-    request: GenerationRequest
-
-
 def visible_texts(chunks: list[bytes]) -> list[str]:
     """What the stop matcher has seen after each token. The detokenizer's contract: text is
     released once the bytes so far end on a character boundary, all of it at once; a token that
@@ -174,8 +167,7 @@ def test_sequence_outputs_never_leak_a_stop_string_or_break_a_character(case, en
     eos = len(chunks)  # an end-of-sequence token: ends the sequence, adds no text
     decoder = ByteDecoder([*chunks, b""])
     request = GenerationRequest(prompt_tokens=[0], max_tokens=len(chunks), stop=tuple(stops))
-    sequence = Sequence(stream=FakeStream(request),  # type: ignore[arg-type]
-                        detokenizer=IncrementalDetokenizer(decoder), stop=StopStringMatcher(stops))
+    sequence = TextOutput(request, IncrementalDetokenizer(decoder), StopStringMatcher(stops))
     steps = [(i, None) for i in range(len(chunks))]
     if end == "length":
         steps[-1] = (len(chunks) - 1, "length")

@@ -1,11 +1,13 @@
 """One engine thread per model: continuous batching over mlx-lm's ``BatchGenerator``.
 
 Threading model. Every MLX call for a model happens on its engine thread (MLX streams belong to
-the thread that made them). The asyncio side talks to the thread through two channels only:
-``submit``/``cancel``/``embed`` put commands in a thread-safe inbox, and the thread hands each
-step's outputs back with a single ``loop.call_soon_threadsafe`` per step, so the event loop
-wakes once per step rather than once per token. Front-ends hold ``GenerationStream`` objects
-(``stream``), which know nothing of this module.
+the thread that made them), and the thread does little else. The asyncio side talks to the
+thread through two channels only: ``submit``/``cancel``/``embed`` put commands in a thread-safe
+inbox, and the thread hands each step's raw tokens back with a single
+``loop.call_soon_threadsafe`` per step, so the event loop wakes once per step rather than once
+per token. There each ``GenerationStream`` (``stream``) turns its tokens into text, applies its
+stop strings and formats its logprobs (``text_output``), while this thread dispatches the next
+step. Front-ends hold those streams, which know nothing of this module.
 
 The loop. Each turn applies the inbox's commands, runs one embedding pass if any is waiting
 (``embedding_lane``), admits waiting requests (``scheduler``: at most ``slots`` sequences
@@ -18,8 +20,9 @@ first one's prompt cache. A cancelled sequence leaves the batch at the next step
 whose own code fails (``FaultTrap``) fails alone; a failing step fails the batch.
 
 End of sequence. The batch generator stops a sequence at an end-of-sequence token, except with
-``ignore_eos``; ``min_tokens`` masks those tokens until then (``batch_generator``), and stop
-strings count from then on (``Sequence``). A request's grammar masks every token it refuses and
+``ignore_eos``; ``min_tokens`` masks those tokens until then (``decode_batch``), and stop
+strings count from then on (``TextOutput``); a stop string cancels the sequence through its
+stream. A request's grammar masks every token it refuses and
 decides where the text ends (``constraints``); each grammar compiles once per model.
 """
 
@@ -46,12 +49,12 @@ from triton_mlx.engine.scheduler import ChoiceGroup, Scheduler
 from triton_mlx.engine.sequence import Sequence
 from triton_mlx.engine.stop_strings import StopStringMatcher
 from triton_mlx.engine.stream import GenerationStream
+from triton_mlx.engine.text_output import TextOutput
 from triton_mlx.engine.tokenizer_access import encode_batch, fast_decoder
 from triton_mlx.engine.types import (
     EngineError,
     EngineNotRunningError,
     EngineStats,
-    GenerationOutput,
     GenerationRequest,
 )
 
@@ -159,10 +162,14 @@ class Engine(ModelThread):
             raise EngineNotRunningError(f"model {self.name!r} is not accepting requests")
         self._scheduler.place(request, n)
         self._loop = asyncio.get_running_loop()
-        streams = [GenerationStream(_choice(request, i), self._request_cancel)
-                   for i in range(n)]
+        streams = [self._new_stream(_choice(request, i)) for i in range(n)]
         self._inbox.put(("submit", streams))
         return streams
+
+    def _new_stream(self, request: GenerationRequest) -> GenerationStream:
+        detokenizer = IncrementalDetokenizer(self._decoder, request.skip_special_tokens)
+        text = TextOutput(request, detokenizer, StopStringMatcher(request.stop))
+        return GenerationStream(request, self._request_cancel, text)
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids for embedding (the tokenizer's own special tokens), cut to the context;
@@ -285,7 +292,7 @@ class Engine(ModelThread):
         return kind != "stop"
 
     def _step(self) -> None:
-        """One generation step; its outputs go to the event loop in one call."""
+        """One generation step; its tokens go to the event loop in one call."""
         try:
             prompt_responses, responses = self._generator.next()
             for response in prompt_responses:
@@ -323,14 +330,7 @@ class Engine(ModelThread):
             cache, cached = self.prefix_cache.fetch(list(request.prompt_tokens))
         uid, trap = batch_generator.insert(self._generator, request, cache, cached,
                                            self._vocab_size, self._eos_ids, self._grammars)
-        sequence = Sequence(
-            stream=stream,
-            detokenizer=IncrementalDetokenizer(self._decoder, request.skip_special_tokens),
-            stop=StopStringMatcher(request.stop),
-            uid=uid,
-            cached_tokens=cached,
-            trap=trap,
-        )
+        sequence = Sequence(stream=stream, uid=uid, cached_tokens=cached, trap=trap)
         self._by_uid[uid] = sequence
         self._scheduler.started(sequence)
         self.prompt_tokens += len(request.prompt_tokens) - cached  # tokens actually prefilled
@@ -352,38 +352,25 @@ class Engine(ModelThread):
                 sequence = self._insert(stream)
             sequence.cached_tokens = leader.cached_tokens
 
-    def _handle_step(self, responses: list[Any]) -> list[tuple[GenerationStream, GenerationOutput]]:
-        """The outputs of one step. A sequence whose own code failed (its sampler or logits
-        processors during the step, its detokenizer or stop strings here) fails alone; the
-        rest of the batch goes on."""
+    def _handle_step(self, responses: list[Any]) -> list[tuple[Any, ...]]:
+        """The step's tokens for the event loop, one (stream, token, logprob, finish reason,
+        cached tokens) per running sequence. A sequence whose own code failed during the step
+        (its sampler or logits processors) fails alone; the rest of the batch goes on."""
         for sequence in [s for s in self._by_uid.values() if s.trap and s.trap.error]:
             self._fail_sequence(sequence, sequence.trap.error)
-        outputs = []
+        tokens = []
+        by_uid = self._by_uid
         for response in responses:
-            sequence = self._by_uid.get(response.uid)
+            sequence = by_uid.get(response.uid)
             if sequence is None:  # cancelled or failed while this step ran
                 continue
-            try:
-                output = self._handle(sequence, response)
-            except Exception as exc:
-                self._fail_sequence(sequence, exc)
-                continue
-            if output is not None:
-                outputs.append((sequence.stream, output))
-        return outputs
-
-    def _handle(self, sequence: Sequence, response: Any) -> GenerationOutput | None:
-        self.generated_tokens += 1
-        output, stopped = sequence.advance(
-            response.token, response.logprob, response.finish_reason
-        )
-        if response.finish_reason is not None:  # the generator has let go of it already
-            self.prefix_cache.store(response.all_tokens, response.prompt_cache)
-            self._end(sequence.stream)
-        elif stopped:
-            self._remove(sequence)
-            self._end(sequence.stream)
-        return output
+            tokens.append((sequence.stream, response.token, response.logprob,
+                           response.finish_reason, sequence.cached_tokens))
+            if response.finish_reason is not None:  # the generator has let go of it already
+                self.prefix_cache.store(response.all_tokens, response.prompt_cache)
+                self._end(sequence.stream)
+        self.generated_tokens += len(tokens)
+        return tokens
 
     def _remove(self, sequence: Sequence) -> None:
         """Take a running sequence out of the batch, keeping its cache for later prompts."""
@@ -454,6 +441,7 @@ def _choice(request: GenerationRequest, index: int) -> GenerationRequest:
     return dataclasses.replace(request, sampling=sampling_params)
 
 
-def _dispatch(batch: list[tuple[GenerationStream, GenerationOutput]]) -> None:
-    for stream, output in batch:
-        stream.put(output)
+def _dispatch(batch: list[tuple[Any, ...]]) -> None:
+    """On the event loop: each stream takes its token of the step."""
+    for stream, token, logprob, finish_reason, cached_tokens in batch:
+        stream.feed(token, logprob, finish_reason, cached_tokens)

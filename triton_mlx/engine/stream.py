@@ -1,18 +1,24 @@
 """The asyncio side of one generated sequence: what front-ends iterate and cancel.
 
-A front-end holds a ``GenerationStream`` per choice; the engine thread puts each step's output
-into it (through the event loop, never directly). The stream knows nothing of the engine: it
-is given the function that asks for its cancellation, so front-ends can import it without
-pulling in MLX or the engine.
+A front-end holds a ``GenerationStream`` per choice. The engine thread hands each step's raw
+token to it through the event loop (``feed``, never directly), and the stream turns tokens into
+outputs there (``TextOutput``: text, stop strings, logprobs), so that work stays off the engine
+thread. The stream knows nothing of the engine: it is given the function that asks for its
+cancellation (also how a stop string takes the sequence out of the batch), so front-ends can
+import it without pulling in MLX or the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from triton_mlx.engine.text_output import Logprob, TextOutput
 from triton_mlx.engine.types import EngineError, GenerationOutput, GenerationRequest
+
+logger = logging.getLogger("triton_mlx.engine")
 
 _FINISHED = object()  # queue sentinel: the stream has delivered its last output
 
@@ -25,12 +31,15 @@ class GenerationStream:
     """
 
     def __init__(
-        self, request: GenerationRequest, request_cancel: Callable[[GenerationStream], None]
+        self, request: GenerationRequest, request_cancel: Callable[[GenerationStream], None],
+        text: TextOutput | None = None,
     ) -> None:
         self.request = request
         self._request_cancel = request_cancel
+        self._text = text
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._done = False
+        self._done = False  # the reader has seen the end, or cancelled
+        self._ended = False  # no more outputs will be put
 
     def __aiter__(self) -> AsyncIterator[GenerationOutput]:
         return self._iterate()
@@ -53,8 +62,33 @@ class GenerationStream:
             self._done = True
             self._request_cancel(self)
 
+    def feed(self, token: int, logprob: Logprob | None, finish_reason: str | None,
+             cached_tokens: int) -> None:
+        """Take the next generated token (event loop only). A stop string ends the stream and
+        asks the engine to take the sequence out of the batch; tokens after the end are
+        dropped. A failure here (decoding, stop strings) fails this stream alone."""
+        if self._ended or self._text is None:
+            return
+        try:
+            output, stopped = self._text.advance(token, logprob, finish_reason, cached_tokens)
+        except Exception as exc:
+            logger.error("generation failed for one request; the others go on", exc_info=exc,
+                         extra={"request_id": self.request.request_id})
+            self.put(EngineError("generation failed inside the engine"))
+            self._request_cancel(self)
+            return
+        if stopped:
+            self._request_cancel(self)
+        if output is not None:
+            self.put(output)
+
     def put(self, item: GenerationOutput | EngineError) -> None:
         """Hand the reader an output or the error that ends the stream; event loop only."""
+        if self._ended:
+            return
         self._queue.put_nowait(item)
-        if isinstance(item, GenerationOutput) and item.finish_reason is not None:
+        if isinstance(item, BaseException):
+            self._ended = True
+        elif item.finish_reason is not None:
+            self._ended = True
             self._queue.put_nowait(_FINISHED)
