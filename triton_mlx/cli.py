@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from triton_mlx.config import ServerConfig
 from triton_mlx.engine.runtime_profile import PROFILE_CHOICES
@@ -253,7 +255,22 @@ def main(argv: list[str] | None = None) -> int:
         return _import_gguf(import_parser().parse_args(argv[1:]))
     from triton_mlx.server import run
 
-    return run(config_from_args(serve_parser().parse_args(argv)))
+    return _leave(run(config_from_args(serve_parser().parse_args(argv))))
+
+
+def _leave(code: int) -> NoReturn:
+    """End the process with ``code`` now that the server has drained, stopped and logged it.
+
+    On MLX's CUDA backend (0.32.4, the lent H100/H200) the interpreter's own teardown, after
+    everything of ours has stopped, ended in a C++ ``terminate`` from a native destructor
+    (SIGABRT, exit -6, no Python frame left) instead of the clean exit promised on SIGTERM.
+    Nothing is left to release at this point, so the process leaves without running native
+    destructors, once the logs are flushed.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _import_gguf(args: argparse.Namespace) -> int:

@@ -3,7 +3,11 @@
 A front-end holds a ``GenerationStream`` per choice. The engine thread hands each step's raw
 token to it through the event loop (``feed``, never directly), and the stream turns tokens into
 outputs there (``TextOutput``: text, stop strings, logprobs), so that work stays off the engine
-thread. The stream knows nothing of the engine: it is given the function that asks for its
+thread. A reader that falls behind (an event loop busy with hundreds of streams) gets the
+outputs that piled up merged into one, so it writes one event for several tokens rather than
+falling further behind: delivery costs per event, not per token, exactly when that matters.
+
+The stream knows nothing of the engine: it is given the function that asks for its
 cancellation (also how a stop string takes the sequence out of the batch), so front-ends can
 import it without pulling in MLX or the engine.
 """
@@ -11,7 +15,9 @@ import it without pulling in MLX or the engine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,7 +43,8 @@ class GenerationStream:
         self.request = request
         self._request_cancel = request_cancel
         self._text = text
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._items: deque[Any] = deque()  # outputs, an error, or the end
+        self._waiter: asyncio.Future[None] | None = None  # the reader waiting for an item
         self._done = False  # the reader has seen the end, or cancelled
         self._ended = False  # no more outputs will be put
 
@@ -45,13 +52,22 @@ class GenerationStream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[GenerationOutput]:
+        items = self._items
         while True:
-            item = await self._queue.get()
+            while not items:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            item = items.popleft()
             if item is _FINISHED:
                 return
             if isinstance(item, BaseException):
                 self._done = True
                 raise item
+            while items and isinstance(items[0], GenerationOutput) and item.finish_reason is None:
+                item = _merge(item, items.popleft())
             if item.finish_reason is not None:
                 self._done = True
             yield item
@@ -86,9 +102,18 @@ class GenerationStream:
         """Hand the reader an output or the error that ends the stream; event loop only."""
         if self._ended:
             return
-        self._queue.put_nowait(item)
+        self._items.append(item)
         if isinstance(item, BaseException):
             self._ended = True
         elif item.finish_reason is not None:
             self._ended = True
-            self._queue.put_nowait(_FINISHED)
+            self._items.append(_FINISHED)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _merge(first: GenerationOutput, then: GenerationOutput) -> GenerationOutput:
+    """Two consecutive outputs as one: their text and logprobs in order, the later counts."""
+    return dataclasses.replace(then, text=first.text + then.text,
+                               logprobs=first.logprobs + then.logprobs)

@@ -197,7 +197,11 @@ class ResponseWriter:
         return self.error_response(500, f"internal server error (request id {request_id})")
 
     async def drain(self) -> None:
-        """Flush, or raise :class:`WriteTimeout` if the client stops reading."""
+        """Flush, or raise :class:`WriteTimeout` if the client stops reading. Nothing to wait
+        for while the socket took every byte (the common case: no timer per streamed chunk)."""
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            return
         try:
             async with asyncio.timeout(self.write_timeout):
                 await self.writer.drain()
