@@ -8,6 +8,12 @@ each larger batch, ``BatchGenerator`` and the engine's generator. Every sequence
 carries the EOS-banning logit bias the HTTP bench sends, so all decode ``--steps`` tokens.
 Decode tok/s counts the tokens after every sequence has its first one, over their time. Prints
 one JSON line per path and batch: median, min and max over the rounds, and the ratio of medians.
+
+``--join PROMPT_TOKENS``: instead, how much a second request joining stalls a lone stream. One
+sequence decodes alone; after 32 tokens a second one arrives with a prompt of PROMPT_TOKENS
+tokens; the first one's gaps between tokens are reported (median before the join, the longest
+while the second one prefills and joins, median after), for the engine's generator (which
+moves the lone sequence from plain caches to batch caches) and for mlx-lm's ``BatchGenerator``.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--join", type=int, default=0, metavar="PROMPT_TOKENS",
+                   help="measure a second request joining a lone stream instead")
     args = p.parse_args(argv)
     model, tokenizer, facts = load(args.model_dir.resolve(), "auto")
     import mlx.core as mx
@@ -105,6 +113,48 @@ def main(argv: list[str] | None = None) -> int:
             return _timed(step, size, args.steps)
         finally:
             generator.close()
+
+    if args.join:
+        filler = chat_tokens(tokenizer, sweep_messages(1)[0]) * (args.join // 40 + 1)
+
+        def join_gaps(make: Any, insert: Any) -> dict[str, float]:
+            generator = make()
+            first = insert(generator, prompts(1)[0], 96)
+            stamps: list[float] = []
+            joined = False
+            while len(stamps) < 96:
+                for uid in [r.uid for r in generator.next()[1]]:
+                    if uid == first:
+                        stamps.append(time.perf_counter())
+                if len(stamps) == 32 and not joined:
+                    insert(generator, filler[: args.join], 32)
+                    joined = True
+            generator.close()
+            gaps = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
+            return {"median_gap_ms_before": round(statistics.median(gaps[:30]), 2),
+                    "longest_gap_ms_at_join": round(max(gaps[30:40]), 2),
+                    "median_gap_ms_after": round(statistics.median(gaps[45:]), 2)}
+
+        def mlx_lm_insert(generator: Any, prompt: list[int], tokens: int) -> int:
+            return generator.insert([prompt], max_tokens=[tokens],
+                                    logits_processors=[processors])[0]
+
+        def ours_insert(generator: Any, prompt: list[int], tokens: int) -> int:
+            sampling = SamplingParams(temperature=0.0, logit_bias=bias)
+            return batch_generator.insert(generator, GenerationRequest(prompt, tokens, sampling),
+                                          None, 0, vocab, eos, grammars)[0]
+
+        paths_join = {
+            "mlx_lm_batch_generator": (lambda: BatchGenerator(model), mlx_lm_insert),
+            "ours": (lambda: batch_generator.new_generator(model, eos, 8, 2048, stream),
+                     ours_insert)}
+        for make, insert in paths_join.values():  # warm-up
+            join_gaps(make, insert)
+        for repeat in range(args.repeats):
+            for name, (make, insert) in paths_join.items():
+                print(json.dumps({"join_prompt_tokens": args.join, "path": name,
+                                  "round": repeat, **join_gaps(make, insert)}), flush=True)
+        return 0
 
     for size in args.batches:
         paths = {"mlx_lm_batch_generator": run_mlx_lm, "ours": run_ours}
