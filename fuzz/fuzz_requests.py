@@ -198,7 +198,9 @@ class FuzzWriter:
 
     def __init__(self) -> None:
         self.output = bytearray()
-        self.transport = SimpleNamespace(abort=self._abort)
+        # What the server asks of a transport: abort, and whether a write left bytes unsent.
+        self.transport = SimpleNamespace(abort=self._abort, get_write_buffer_size=lambda: 0,
+                                         is_closing=lambda: self.aborted)
         self.aborted = False
 
     def _abort(self) -> None:
