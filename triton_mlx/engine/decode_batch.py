@@ -85,7 +85,6 @@ class DecodeBatch:
         self.tokens = tokens
         self.max_tokens = max_tokens
         self.constraints = constraints
-        self._registry = settings
         self._eos_ids = eos_ids
         # A sequence inserted without settings (the warm-up's) is greedy and stops at EOS.
         self._rows = [settings.get(uid) or RowSettings(FaultTrap(), stop_tokens=frozenset(eos_ids))
