@@ -70,7 +70,7 @@ def insert(generator: ConstrainedGenerator, request: GenerationRequest, cache: l
     constrained = None
     if request.grammar is not None:  # masked after the processors: it sees what they leave
         constrained = grammars.sequence(request.grammar, request.min_tokens,
-                                        on_error=lambda exc: _record(trap, exc))
+                                        on_error=trap.record)
     else:
         settings.min_tokens = request.min_tokens
     if not (request.ignore_eos and request.grammar is None):
@@ -85,12 +85,6 @@ def insert(generator: ConstrainedGenerator, request: GenerationRequest, cache: l
     if constrained is not None:
         generator.constrain(uid, constrained)
     return uid, trap
-
-
-def _record(trap: FaultTrap, error: Exception) -> None:
-    """Hand a grammar's error to the sequence's trap (its first error wins)."""
-    if trap.error is None:
-        trap.error = error
 
 
 def prompt_cache_to_fork(generator: ConstrainedGenerator, uid: int) -> tuple[list[Any], int] | None:

@@ -115,6 +115,7 @@ class Engine(ModelThread):
         self._eos_ids: list[int] = []
         self._grammars: GrammarCache | None = None
         self._by_uid: dict[int, Sequence] = {}  # the sequences in the batch
+        self._faulted: list[Sequence] = []  # whose own code failed during a step (any thread)
 
     # ----- what front-ends read -----
 
@@ -331,6 +332,7 @@ class Engine(ModelThread):
         uid, trap = batch_generator.insert(self._generator, request, cache, cached,
                                            self._vocab_size, self._eos_ids, self._grammars)
         sequence = Sequence(stream=stream, uid=uid, cached_tokens=cached, trap=trap)
+        trap.on_first_error = lambda: self._faulted.append(sequence)
         self._by_uid[uid] = sequence
         self._scheduler.started(sequence)
         self.prompt_tokens += len(request.prompt_tokens) - cached  # tokens actually prefilled
@@ -356,8 +358,10 @@ class Engine(ModelThread):
         """The step's tokens for the event loop, one (stream, token, logprob, finish reason,
         cached tokens) per running sequence. A sequence whose own code failed during the step
         (its sampler or logits processors) fails alone; the rest of the batch goes on."""
-        for sequence in [s for s in self._by_uid.values() if s.trap and s.trap.error]:
-            self._fail_sequence(sequence, sequence.trap.error)
+        while self._faulted:
+            sequence = self._faulted.pop()
+            if self._by_uid.get(sequence.uid) is sequence:
+                self._fail_sequence(sequence, sequence.trap.error)
         tokens = []
         by_uid = self._by_uid
         for response in responses:

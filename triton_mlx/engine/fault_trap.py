@@ -24,6 +24,9 @@ class FaultTrap:
 
     def __init__(self) -> None:
         self.error: Exception | None = None
+        self.on_first_error: Callable[[], None] | None = None
+        """Called once, when the first error is recorded (the engine notes which sequence
+        failed, so it never scans the whole batch for failures)."""
 
     def sampler(self, sampler: Sampler) -> Sampler:
         """``sampler``, guarded. mlx-lm's shared greedy sampler is left as it is: the batch
@@ -36,7 +39,7 @@ class FaultTrap:
             try:
                 return sampler(logprobs)
             except Exception as exc:
-                self._record(exc)
+                self.record(exc)
                 return mx.argmax(logprobs, axis=-1)
 
         return guarded
@@ -49,11 +52,14 @@ class FaultTrap:
             try:
                 return processor(tokens, logits)
             except Exception as exc:
-                self._record(exc)
+                self.record(exc)
                 return logits
 
         return guarded
 
-    def _record(self, exc: Exception) -> None:
+    def record(self, exc: Exception) -> None:
+        """Keep ``exc`` if it is this sequence's first error (any thread)."""
         if self.error is None:
             self.error = exc
+            if self.on_first_error is not None:
+                self.on_first_error()
