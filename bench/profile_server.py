@@ -5,8 +5,9 @@ Usage: python -m bench.profile_server MODEL_DIR --streams 64 128 [--rounds 3] [-
 
 For each stream count it starts our server (as ``python -m bench`` does), warms it up, then
 records the server process with py-spy (``--threads --idle``, 200 Hz) over ``rounds`` cases of
-that many streams, and prints per thread: the share of samples busy (not waiting in a selector,
-a queue or MLX's evaluation) and the functions that hold the most samples, self and inclusive.
+that many streams, and prints per thread: the share of samples busy (not waiting for work: the
+selector, an idle executor, the engine's inbox) and the functions that hold the most
+samples, self and inclusive.
 py-spy is a test-only tool (``pip install py-spy``); it needs ptrace rights over the server.
 """
 
@@ -25,9 +26,11 @@ from pathlib import Path
 from bench import clients, servers, workload
 from bench.run import load_tokenizer
 
-# Frames in which a thread is not using the CPU for Python: waiting for I/O, work or MLX.
-WAITING = ("select (selectors.py", "_worker (concurrent", "wait (threading.py", "get (queue.py",
-           "_GenerationBatch._step", "DecodeBatch._wait")
+# Frames in which a thread waits for work: the event loop's selector, an idle executor, the
+# engine's inbox. (The engine thread's MLX calls count as busy: launching a step and waiting
+# for it show on the same line.)
+WAITING = ("select (selectors.py", "_worker (concurrent", "wait (threading.py",
+           "Engine._drain_inbox")
 
 
 def summarise(raw: Path, top: int = 25) -> str:

@@ -60,10 +60,6 @@ def run(generator, until_done, on_step=None):
         step += 1
         if on_step is not None:
             on_step(step)
-        tokens.update({u: tokens.get(u, []) for u in list(until_done)})
-        until_done = [u for u in tokens if u not in finish]
-        if not until_done:
-            break
     return tokens, finish
 
 

@@ -25,14 +25,14 @@ penalties) runs under its ``FaultTrap``; a grammar masks its rows through ``Cons
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.models.cache import BatchKVCache, TokenBuffer
+from mlx_lm.models.cache import BatchKVCache, KVCache, TokenBuffer
 
 from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
+from triton_mlx.engine.types import Logprob
 
 _Pending = list[tuple[list[tuple[int, int]], tuple[mx.array, ...]]]
 """Logprob gathers of one step, not yet read: ((uid, top k) per row, (values[, ids, tops]))."""
@@ -63,7 +63,7 @@ class Decoded:
     uid: int
     token: int
     finish_reason: str | None
-    logprob: tuple[float, list[tuple[int, float]]] | None = None
+    logprob: Logprob | None = None
     """The token's log probability and the top alternatives, best first (when asked)."""
     prompt_cache: list[Any] | None = None
     all_tokens: list[int] | None = None
@@ -206,7 +206,7 @@ class DecodeBatch:
         return results
 
     def _step(self, first: bool = False,
-              ) -> tuple[list[int], dict[int, tuple[float, list[tuple[int, float]]]]]:
+              ) -> tuple[list[int], dict[int, Logprob]]:
         """Dispatch the next tokens' computation; read the ones dispatched last time. A row's
         first step (``first``) samples its first token; later ones, with one token sampled and
         not yet read."""
@@ -309,7 +309,7 @@ class _StepPlan:
 
 def _read_logprobs(
     pending: _Pending,
-) -> dict[int, tuple[float, list[tuple[int, float]]]]:
+) -> dict[int, Logprob]:
     """uid -> (log probability, its ``k`` top alternatives best first) from evaluated
     gathers of (uid, k) rows."""
     found = {}
@@ -325,10 +325,11 @@ def _read_logprobs(
     return found
 
 
-def _copy_cache(cache: Any) -> Any:
-    """An independent single-sequence cache holding what ``cache`` holds."""
-    out = copy.copy(cache)
-    if getattr(cache, "keys", None) is not None and hasattr(cache, "offset"):
+def _copy_cache(cache: KVCache) -> KVCache:
+    """An independent copy of a lone sequence's plain cache (what it holds, no spare room)."""
+    out = KVCache()
+    if cache.keys is not None:
         out.keys = mx.contiguous(cache.keys[..., : cache.offset, :])
         out.values = mx.contiguous(cache.values[..., : cache.offset, :])
+        out.offset = cache.offset
     return out

@@ -21,8 +21,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from triton_mlx.engine.text_output import Logprob, TextOutput
-from triton_mlx.engine.types import EngineError, GenerationOutput, GenerationRequest
+from triton_mlx.engine.text_output import TextOutput
+from triton_mlx.engine.types import EngineError, GenerationOutput, GenerationRequest, Logprob
 
 logger = logging.getLogger("triton_mlx.engine")
 

@@ -14,10 +14,7 @@ import math
 
 from triton_mlx.engine.detokenizer import IncrementalDetokenizer
 from triton_mlx.engine.stop_strings import StopStringMatcher
-from triton_mlx.engine.types import GenerationOutput, GenerationRequest, TokenLogprob
-
-Logprob = tuple[float, list[tuple[int, float]]]
-"""A token's log probability and the top alternatives, best first (``DecodeBatch``)."""
+from triton_mlx.engine.types import GenerationOutput, GenerationRequest, Logprob, TokenLogprob
 
 
 class TextOutput:

@@ -54,6 +54,11 @@ class GenerationRequest:
     keeping them serves parsers whose markers are special tokens)."""
 
 
+Logprob = tuple[float, list[tuple[int, float]]]
+"""A sampled token's log probability and the top alternatives, best first, as the decode step
+reads them for a row that asked (``DecodeBatch``) and the stream formats them (``TextOutput``)."""
+
+
 @dataclass(frozen=True)
 class TokenLogprob:
     """A generated token, its log probability, and the most likely alternatives."""
