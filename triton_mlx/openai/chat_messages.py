@@ -70,8 +70,10 @@ def _message(message: Any, where: str) -> dict[str, Any]:
         entry["name"] = name
     if calls:
         entry["tool_calls"] = _calls(calls, where)
+    call_id = message.get("tool_call_id")
+    if call_id is not None and not isinstance(call_id, str):  # on any role, as documented
+        raise invalid(f"{where}.tool_call_id must be a string", f"{where}.tool_call_id")
     if role == "tool":
-        call_id = message.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
             raise invalid(f"{where}.tool_call_id is required on tool messages",
                           f"{where}.tool_call_id")
