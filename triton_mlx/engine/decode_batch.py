@@ -31,6 +31,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.models.cache import BatchKVCache, KVCache, TokenBuffer
 
+from triton_mlx.engine import batch_caches
 from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
 from triton_mlx.engine.types import Logprob
 
@@ -144,8 +145,7 @@ class DecodeBatch:
             self.prompt_cache.clear()
             self._lone = False
         elif not self._lone:
-            for cache in self.prompt_cache:
-                cache.filter(keep)
+            batch_caches.filter_rows(self.prompt_cache, keep)
         self.tokens = [self.tokens[i] for i in keep]
         self.max_tokens = [self.max_tokens[i] for i in keep]
         self._rows = [self._rows[i] for i in keep]
@@ -156,13 +156,16 @@ class DecodeBatch:
 
     def extract_cache(self, idx: int) -> list[Any]:
         """A copy of row ``idx``'s cache, as single-sequence caches; the batch keeps its own."""
+        return self._extract_rows([idx])[0]
+
+    def _extract_rows(self, rows: list[int]) -> list[list[Any]]:
         if self._lone:
-            return [_copy_cache(c) for c in self.prompt_cache]
-        return [c.extract(idx) for c in self.prompt_cache]
+            return [[_copy_cache(c) for c in self.prompt_cache] for _ in rows]
+        return batch_caches.extract_rows(self.prompt_cache, rows)
 
     def _go_lone(self) -> None:
         """One row left: decode on plain caches, as ``generate_step`` does."""
-        self.prompt_cache = [c.extract(0) for c in self.prompt_cache]
+        self.prompt_cache = batch_caches.extract_rows(self.prompt_cache, [0])[0]
         self._lone = True
 
     def _leave_lone(self) -> None:
@@ -185,6 +188,7 @@ class DecodeBatch:
         tokens, logprobs = self._step()
         results = []
         keep = []
+        ended = []
         for i, token in enumerate(tokens):
             row = self._rows[i]
             self._num_tokens[i] += 1
@@ -196,12 +200,15 @@ class DecodeBatch:
             uid = self.uids[i]
             result = Decoded(uid, token, finish, logprobs.get(uid) if logprobs else None)
             if finish is not None:
-                result.prompt_cache = self.extract_cache(i)
                 result.all_tokens = self.tokens[i]
+                ended.append((i, result))
             else:
                 keep.append(i)
             results.append(result)
-        if len(keep) < len(self.uids):
+        if ended:
+            caches = self._extract_rows([i for i, _ in ended])
+            for (_, result), cache in zip(ended, caches, strict=True):
+                result.prompt_cache = cache
             self.filter(keep)
         return results
 

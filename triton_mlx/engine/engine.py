@@ -262,6 +262,8 @@ class Engine(ModelThread):
     def _serve(self) -> None:
         while True:
             idle = not self._by_uid and self._scheduler.idle and not self._embeddings.busy
+            if idle:  # give back what the work left in MLX's buffer cache (prefill's peak)
+                mx.clear_cache()
             if not self._drain_inbox(block=idle):
                 return
             if self._embeddings.busy:
@@ -363,6 +365,7 @@ class Engine(ModelThread):
             if self._by_uid.get(sequence.uid) is sequence:
                 self._fail_sequence(sequence, sequence.trap.error)
         tokens = []
+        ended = []
         by_uid = self._by_uid
         for response in responses:
             sequence = by_uid.get(response.uid)
@@ -371,7 +374,10 @@ class Engine(ModelThread):
             tokens.append((sequence.stream, response.token, response.logprob,
                            response.finish_reason, sequence.cached_tokens))
             if response.finish_reason is not None:  # the generator has let go of it already
-                self.prefix_cache.store(response.all_tokens, response.prompt_cache)
+                ended.append((sequence, response))
+        if ended:  # stored before the ends, which may start choices that fetch from the cache
+            self.prefix_cache.store_all([(r.all_tokens, r.prompt_cache) for _, r in ended])
+            for sequence, _ in ended:
                 self._end(sequence.stream)
         self.generated_tokens += len(tokens)
         return tokens

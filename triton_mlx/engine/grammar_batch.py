@@ -21,11 +21,13 @@ forget finished sequences.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, PromptProcessingBatch
 
+from triton_mlx.engine import batch_caches
 from triton_mlx.engine.constraints import ConstrainedSequence, GrammarMasker
 from triton_mlx.engine.decode_batch import DecodeBatch, RowSettings
 
@@ -102,9 +104,69 @@ class _PromptBatch(PromptProcessingBatch):
         self.settings, self.eos_ids, self.constraints = settings, eos_ids, constraints
 
     def _copy(self) -> _PromptBatch:
-        batch = super()._copy()
+        if not batch_caches.uniform(self.prompt_cache):
+            batch = super()._copy()  # deep-copies the caches
+        else:  # the layers' arrays are shared until ``split`` filters both sides
+            batch = self.__class__.__new__(self.__class__)
+            batch.__dict__.update(self.__dict__)
+            for name in ("uids", "tokens", "samplers", "logits_processors", "stop_sequences",
+                         "max_tokens"):
+                setattr(batch, name, list(getattr(self, name)))
+            batch.prompt_cache = [copy.copy(c) for c in self.prompt_cache]
         batch.wire(self.settings, self.eos_ids, self.constraints)
         return batch
+
+    def split(self, indices: list[int]) -> _PromptBatch:
+        """The rows ``indices`` as a batch of their own, which this one no longer holds."""
+        if len(indices) < len(self.uids):
+            return super().split(indices)  # ``_copy``, then ``filter`` on both sides
+        batch = self._copy()  # the whole batch moves on: nothing to filter
+        self.filter([])
+        return batch
+
+    def filter(self, keep: list[int]) -> None:
+        # mlx-lm 0.32.2's, with one host read for all the layers (``batch_caches``).
+        self.uids = [self.uids[i] for i in keep]
+        if keep:
+            batch_caches.filter_rows(self.prompt_cache, keep)
+        else:
+            self.prompt_cache = []
+        for name in ("tokens", "samplers", "logits_processors", "max_tokens", "stop_sequences"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+
+    def prompt(self, tokens: list[list[int]]) -> None:
+        """Prefill ``tokens`` (one list per row) into the rows' caches.
+
+        mlx-lm 0.32.2's, less its host syncs: it evaluates the caches after every chunk and
+        after ``finalize`` (waiting for the device each time) and empties MLX's buffer cache
+        each time (on CUDA, freeing and then reallocating device memory). Here only the chunks
+        before the last are evaluated (to bound the graph of a long prompt); the last is
+        queued, and the decode steps queued after it wait for it on the device, not the host.
+        The engine empties the buffer cache when it goes idle."""
+        if len(self.uids) != len(tokens):
+            raise ValueError("The batch length doesn't match the number of inputs")
+        if not tokens:
+            return
+        for history, new in zip(self.tokens, tokens, strict=True):
+            history += new
+        lengths = [len(t) for t in tokens]
+        longest = max(lengths)
+        padding = [longest - n for n in lengths]
+        if max(padding) > 0:  # right-padded; ``finalize`` moves the padding to the left
+            for cache in self.prompt_cache:
+                cache.prepare(lengths=lengths, right_padding=padding)
+        inputs = mx.array([t + [0] * (longest - len(t)) for t in tokens])
+        while inputs.shape[1] > 0:
+            step = min(self.prefill_step_size, inputs.shape[1])
+            self.model(inputs[:, :step], cache=self.prompt_cache)
+            inputs = inputs[:, step:]
+            if inputs.shape[1] > 0:
+                mx.eval([c.state for c in self.prompt_cache])
+        if max(padding) > 0:
+            for cache in self.prompt_cache:
+                cache.finalize()
+        mx.async_eval([c.state for c in self.prompt_cache])
 
     def generate(self, tokens: list[list[int]]) -> DecodeBatch:
         # mlx-lm 0.32.2's, building a DecodeBatch.

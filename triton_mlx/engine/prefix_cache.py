@@ -98,13 +98,21 @@ class PrefixCache:
         return cache, matched
 
     def store(self, tokens: list[int], cache: list[Any]) -> None:
-        """Keep ``cache``, which holds exactly ``tokens``; evicts to stay within bounds.
+        """Keep ``cache``, which holds exactly ``tokens``; evicts to stay within bounds."""
+        self.store_all([(tokens, cache)])
 
-        The cache is evaluated first: a sequence's cache taken out of the batch is a lazy copy
-        of its rows, which until evaluated keeps the whole batch's KV buffers alive, bytes
-        that its ``nbytes`` (and so the byte bound) does not count."""
-        if self.enabled and tokens:
-            mx.eval([c.state for c in cache])
+    def store_all(self, entries: list[tuple[list[int], list[Any]]]) -> None:
+        """Keep each (tokens, cache) pair; evicts to stay within bounds.
+
+        The caches are evaluated first, all in one go (one device sync, however many sequences
+        ended in the step): a sequence's cache taken out of the batch is a lazy copy of its
+        rows, which until evaluated keeps the whole batch's KV buffers alive, bytes that its
+        ``nbytes`` (and so the byte bound) does not count."""
+        entries = [(tokens, cache) for tokens, cache in entries if tokens]
+        if not self.enabled or not entries:
+            return
+        mx.eval([c.state for _, cache in entries for c in cache])
+        for tokens, cache in entries:
             self._cache.insert_cache(_KEY, list(tokens), cache)
 
     def store_prompt(self, generator: Any, uid: int) -> None:
