@@ -42,6 +42,7 @@ class ServerSpec:
     exit_code: int | None = None  # once stopped: 0 is a clean exit after SIGTERM
     process: subprocess.Popen | None = field(default=None, repr=False)  # while running
     log_path: Path | None = None
+    cwd: Path = REPO_ROOT  # ``-m triton_mlx`` imports the package found here
 
     @property
     def alive(self) -> bool:
@@ -100,7 +101,7 @@ def running(spec: ServerSpec, log_dir: Path, ready_timeout: float = 600) -> Iter
     log_path = log_dir / f"{spec.name}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            spec.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            spec.argv, stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
             env={**os.environ, **OFFLINE},
         )
     spec.pid = process.pid
