@@ -182,6 +182,16 @@ def serve_parser() -> argparse.ArgumentParser:
                    "the same beginning (multi-turn chats, shared system prompts); least "
                    "recently used entries go first, and running requests take precedence. "
                    "0 disables it (default: 1024).")
+    p.add_argument("--parallel", choices=("tensor", "pipeline"), default=None,
+                   help="Under mlx.launch (several ranks: Macs over Thunderbolt, GPUs of one "
+                   "box, processes of one machine): split the first chat model tensor-parallel "
+                   "(every rank holds a slice of each layer; the default) or as a pipeline "
+                   "(each rank holds consecutive layers). Rank 0 serves HTTP; the other ranks "
+                   "open no port. Ignored in a single process.")
+    p.add_argument("--rank-timeout-secs", type=_positive_float, default=120.0, metavar="N",
+                   help="Under mlx.launch: a rank that hears nothing from the others for N "
+                   "seconds (one died or hangs) logs why and exits with status 1, rather "
+                   "than wait forever (default: 120; longer than any one step must take).")
     p.add_argument("--prefill-chunk-tokens", type=_int_at_least(1), default=None, metavar="N",
                    help="Prompt tokens prefilled between two decode steps, so a long prompt "
                    "never stalls running streams for long (default: 128 on a CPU, 2048 on a "
@@ -245,6 +255,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         idle_timeout_secs=args.idle_timeout_secs,
         write_timeout_secs=args.write_timeout_secs,
         responses_store_size=args.responses_store_size,
+        parallel=args.parallel,
+        rank_timeout_secs=args.rank_timeout_secs,
     )
 
 

@@ -37,4 +37,9 @@ class ServerConfig:
     write_timeout_secs: float = 30.0
     warmup: bool = True
     responses_store_size: int = 1000
+    rank_timeout_secs: float = 120.0
+    """Under ``mlx.launch``: a rank that hears nothing from the others for this long exits 1."""
+    parallel: str | None = None
+    """How the first chat model is split across the ranks of ``mlx.launch`` (tensor or
+    pipeline; tensor when launched without it); ignored in a single process."""
     """Responses kept for ``previous_response_id`` and ``GET /v1/responses/{id}`` (0: none)."""

@@ -7,6 +7,9 @@ import logging
 import signal
 
 from triton_mlx.config import ServerConfig
+from triton_mlx.distributed import follower
+from triton_mlx.distributed import world as distributed_world
+from triton_mlx.distributed.watchdog import watchdog
 from triton_mlx.engine import memory
 from triton_mlx.http import HTTPLimits, HTTPServer
 from triton_mlx.observability import system_memory
@@ -38,6 +41,7 @@ class Server:
         self.metrics.bind(
             running=lambda: self._occupancy("running"),
             queued=lambda: self._occupancy("queued"),
+            engine_field=lambda field: lambda: self._occupancy(field),
             memory=lambda: {**memory.mlx_memory(),
                             "process_resident": memory.process_resident_bytes()},
         )
@@ -65,8 +69,10 @@ class Server:
         )
 
     def _occupancy(self, field: str) -> dict[tuple[str, ...], float]:
+        """``field`` of each loaded model's engine stats (an encoder's lack the ranks')."""
+        default = 1 if field == "ranks" else 0
         return {
-            (e.name,): float(getattr(e.model.worker.stats(), field))
+            (e.name,): float(getattr(e.model.worker.stats(), field, default))
             for e in self.repository.entries()
             if e.model is not None
         }
@@ -135,5 +141,18 @@ async def serve(config: ServerConfig) -> int:
 
 
 def run(config: ServerConfig) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code. Under ``mlx.launch``, ranks other than 0
+    follow rank 0 instead (``distributed.follower``)."""
     configure_logging(config.log_level, config.json_logs)
-    return asyncio.run(serve(config))
+    world = distributed_world.join(config.parallel)
+    if world is None and config.parallel is not None:
+        logger.info("--parallel %s: one process, nothing to split", config.parallel)
+    if world is not None:
+        watchdog.timeout, watchdog.rank = config.rank_timeout_secs, world.rank
+    if world is not None and not world.leader:
+        return follower.serve(config, world)
+    try:
+        return asyncio.run(serve(config))
+    finally:
+        if world is not None:
+            follower.release(world)

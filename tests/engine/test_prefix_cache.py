@@ -77,3 +77,45 @@ def test_search_finds_what_mlx_lm_finds_on_random_tries():
         if got.longer is not None:
             assert got.longer in entries and got.longer[: got.common_prefix] == prompt[
                 : got.common_prefix]
+
+
+def layered_cache(tokens: list[int], layers: int) -> list[KVCache]:
+    """``layers`` layers of ``len(tokens)`` tokens (a contiguous copy: nbytes = tokens held)."""
+    out = []
+    for _ in range(layers):
+        cache = KVCache()
+        keys = mx.array(tokens, dtype=mx.float32).reshape(1, 1, len(tokens), 1)
+        cache.keys, cache.values, cache.offset = keys, keys, len(tokens)
+        out.append(cache)
+    return out
+
+
+def test_pipeline_ranks_with_different_layer_counts_keep_and_evict_the_same_entries():
+    # Two ranks of a pipeline: 3 layers and 1 layer; bytes counted at the larger rank's rate.
+    per_layer = 8  # two float32 per token per layer (keys and values)
+    ranks = {layers: PrefixCache(1000) for layers in (3, 1)}
+    for layers, prefix in ranks.items():
+        prefix.count_as(3 * per_layer, layers * per_layer)
+    rng = random.Random(1)
+    prompts = [[rng.randrange(1000) for _ in range(rng.randrange(5, 30))] for _ in range(40)]
+    kept: dict[int, list[list[int]]] = {}
+    for layers, prefix in ranks.items():
+        for i, tokens in enumerate(prompts):
+            prefix.store(tokens, layered_cache(tokens, layers))
+            if i == 25:
+                prefix.shrink_to(300)
+        kept[layers] = [p for p in prompts if prefix.fetch(p + [1])[1] == len(p)]
+        assert prefix.nbytes <= 1000
+    assert kept[3] == kept[1] and 0 < len(kept[1]) < len(prompts)  # some kept, some evicted
+
+
+def test_without_the_common_unit_the_ranks_would_keep_different_entries():
+    ranks = {layers: PrefixCache(1000) for layers in (3, 1)}
+    rng = random.Random(1)
+    prompts = [[rng.randrange(1000) for _ in range(rng.randrange(5, 30))] for _ in range(40)]
+    kept = {}
+    for layers, prefix in ranks.items():
+        for tokens in prompts:
+            prefix.store(tokens, layered_cache(tokens, layers))
+        kept[layers] = [p for p in prompts if prefix.fetch(p + [1])[1] == len(p)]
+    assert kept[3] != kept[1]  # what count_as prevents

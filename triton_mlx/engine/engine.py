@@ -76,6 +76,7 @@ class Engine(ModelThread):
     """Continuous-batching generation for one model, on a thread of its own."""
 
     thread_prefix = "engine"
+    embeds = True  # serves /v1/embeddings too, where the architecture allows
 
     def __init__(
         self,
@@ -140,6 +141,11 @@ class Engine(ModelThread):
     @budget.setter
     def budget(self, budget: KVBudget) -> None:
         self._scheduler.budget = budget
+
+    @property
+    def layout(self) -> dict[str, Any] | None:
+        """How the model is split across ranks (``distributed``); None: it is not."""
+        return None
 
     @property
     def prefix_cache(self) -> PrefixCache:
@@ -232,8 +238,9 @@ class Engine(ModelThread):
             prompt = self._tokenizer.encode("Hello")[-4:] or [0]
             batch_generator.warm_up(self._generator, prompt,
                                     range(1, (self.slots if on_gpu else 1) + 1))
-        self._embeddings.attach(self._model, self._stream, self._prefill_step_size,
-                                on_pass=self._count_embedded)
+        if self.embeds:
+            self._embeddings.attach(self._model, self._stream, self._prefill_step_size,
+                                    on_pass=self._count_embedded)
         self.budget = measure_budget(self._model, self._stream, self._memory_budget, self.name)
 
     def _new_generator(self) -> Any:

@@ -37,6 +37,11 @@ class ModelThread(ABC):
         if self._load_error is not None:
             raise self._load_error
 
+    def wait_stopped(self) -> None:
+        """Block until the thread has ended (a stop command reached it)."""
+        if self._thread is not None:
+            self._thread.join()
+
     def stop(self, timeout: float | None = 10.0) -> None:
         """Refuse new work, fail what is queued or running, end the thread."""
         self._accepting = False

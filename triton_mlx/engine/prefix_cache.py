@@ -62,6 +62,7 @@ class PrefixCache:
         self.hits = 0
         self.cached_tokens = 0
         self.keeps_prompts = False  # set by ``watch_model``
+        self._scale = (1, 1)  # (reported, held): see ``count_as``
 
     @property
     def enabled(self) -> bool:
@@ -69,7 +70,21 @@ class PrefixCache:
 
     @property
     def nbytes(self) -> int:
-        return self._cache.nbytes
+        reported, held = self._scale
+        return self._cache.nbytes * reported // held
+
+    def count_as(self, reported_per_token: int, held_per_token: int) -> None:
+        """Count bytes as if each cached token took ``reported_per_token`` bytes where it
+        takes ``held_per_token`` here: for pipeline ranks, which hold different numbers of
+        layers but must keep and evict the same entries (``distributed.lockstep``). Exact when
+        every layer's cache has the same shape: an entry of T tokens then holds
+        T * ``held_per_token`` bytes, and every bound below compares T alike on every rank."""
+        self._scale = (reported_per_token, held_per_token)
+        self._cache.max_bytes = self._held(self.max_bytes)
+
+    def _held(self, reported: int) -> int:
+        scaled, held = self._scale
+        return reported * held // scaled
 
     def watch_model(self, model: Any) -> None:
         """Note whether ``model`` has sliding-window layers, whose prompts are stored as soon as
@@ -128,7 +143,7 @@ class PrefixCache:
 
     def shrink_to(self, max_bytes: int) -> None:
         """Evict entries until at most ``max_bytes`` are held (to make room for a request)."""
-        self._cache.trim_to(n_bytes=max_bytes)
+        self._cache.trim_to(n_bytes=self._held(max_bytes))
 
 
 def has_rotating_layers(model: Any) -> bool:

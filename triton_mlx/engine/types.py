@@ -102,6 +102,12 @@ class EngineStats:
     prefix_cache_bytes: int
     kv_reserved_bytes: int
     kv_budget_bytes: int
+    ranks: int = 1
+    """Ranks the model is split across (``distributed``); 1 when it is not."""
+    exchange_seconds: float = 0.0
+    """Time spent telling (rank 0) or hearing (the others) each step's commands."""
+    exchanges: int = 0
+    """How many such exchanges (one per turn of the engine loop)."""
 
 
 class EngineError(Exception):

@@ -78,6 +78,19 @@ class ServerMetrics:
         self.queued = r.gauge(
             "triton_mlx_requests_queued", "Requests waiting for a batch slot.", ("model",)
         )
+        self.ranks = r.gauge(
+            "triton_mlx_model_ranks",
+            "Ranks the model is split across under mlx.launch (1: not split).", ("model",)
+        )
+        self.exchange_seconds = r.gauge(
+            "triton_mlx_rank_exchange_seconds",
+            "Seconds rank 0 has spent telling the other ranks each step's commands (a "
+            "collective per step; the model's own all-sums are inside its steps).", ("model",)
+        )
+        self.exchanges = r.gauge(
+            "triton_mlx_rank_exchanges",
+            "Exchanges of step commands between rank 0 and the other ranks.", ("model",)
+        )
         self.memory = r.gauge(
             "triton_mlx_memory_bytes",
             "Memory in use: MLX active/peak/cache and the process's resident set.",
@@ -141,10 +154,16 @@ class ServerMetrics:
         self.nv_cpu_memory_used = r.gauge(
             "nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes")
 
-    def bind(self, running: Occupancy, queued: Occupancy, memory: Callable[[], dict]) -> None:
-        """Wire the gauges that are read at scrape time."""
+    def bind(self, running: Occupancy, queued: Occupancy, memory: Callable[[], dict],
+             engine_field: Callable[[str], Occupancy] | None = None) -> None:
+        """Wire the gauges that are read at scrape time (``engine_field(name)``: that field
+        of every model's engine stats)."""
         self.running.set_function(running)
         self.queued.set_function(queued)
+        if engine_field is not None:
+            self.ranks.set_function(engine_field("ranks"))
+            self.exchange_seconds.set_function(engine_field("exchange_seconds"))
+            self.exchanges.set_function(engine_field("exchanges"))
         self.memory.set_function(lambda: {(kind,): value for kind, value in memory().items()})
         self.nv_pending.set_function(
             lambda: {(model, MODEL_VERSION): value for (model,), value in queued().items()}

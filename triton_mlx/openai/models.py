@@ -105,6 +105,7 @@ def model_card(entry: ModelEntry) -> dict:
             card["max_tokens"] = model.max_tokens_limit
         card["chat_template"] = model.prompts.has_chat_template
         card["runtime_profile"] = model.runtime_profile and model.runtime_profile.as_dict()
+        card["parallel"] = engine.layout
         card["embeddings"] = engine.dimensions and {
             "dimensions": engine.dimensions, "max_seq_length": engine.max_seq_length,
             "pooling": "mean", "normalized": True, "matryoshka": model.matryoshka,

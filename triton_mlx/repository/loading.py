@@ -12,9 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.utils import load_model, load_tokenizer
 
 from triton_mlx.config import ServerConfig
+from triton_mlx.distributed import lockstep
+from triton_mlx.distributed import world as distributed_world
+from triton_mlx.distributed.world import World
 from triton_mlx.encoders import is_bert_config
 from triton_mlx.encoders.engine import EmbeddingEngine
 from triton_mlx.engine import mlx_lm_fixes
@@ -51,28 +55,8 @@ def _load_chat(
     folder_config: dict,
     chat_template: str | None,
 ) -> ChatModel:
-    slots = min(
-        config.max_concurrent_requests,
-        settings.max_batch_size or config.max_concurrent_requests,
-    )
     chosen: list[RuntimeProfile] = []
-    engine = Engine(
-        lambda: load_model_folder(
-            path,
-            runtime_profile=config.runtime_profile,
-            max_memory_gb=config.max_memory_gb,
-            on_profile=chosen.append,
-        ),
-        name=name,
-        slots=slots,
-        max_queue=config.max_queued_requests,
-        memory_budget_bytes=(
-            int(config.max_memory_gb * 2**30) if config.max_memory_gb else None
-        ),
-        prefix_cache_bytes=int(config.prefix_cache_mb * 2**20),
-        prefill_step_size=config.prefill_chunk_tokens,
-        warmup=config.warmup,
-    )
+    engine = new_engine(name, path, settings, config, on_profile=chosen.append)
     with _stopped_on_failure(engine):
         template = chat_template or model_chat_template(engine.tokenizer)
         prompts = PromptBuilder(engine.tokenizer, template)
@@ -93,6 +77,37 @@ def _load_chat(
             tool_format=tool_format,
             reasoning=reasoning_tags(source),
         )
+
+
+def new_engine(name: str, path: Path, settings: ModelSettings, config: ServerConfig,
+               on_profile: Callable[[RuntimeProfile], None] | None = None) -> Engine:
+    """The engine of the chat model in ``path`` (not started). Launched on several ranks
+    (``distributed``), the first chat model is split across them and steps in lockstep; rank 0
+    announces it so the other ranks load it too. Later ones run on rank 0 alone."""
+    slots = min(config.max_concurrent_requests,
+                settings.max_batch_size or config.max_concurrent_requests)
+    world = distributed_world.current()
+    split = world is not None and lockstep.claim(name)
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "slots": slots,
+        "max_queue": config.max_queued_requests,
+        "memory_budget_bytes": int(config.max_memory_gb * 2**30) if config.max_memory_gb
+        else None,
+        "prefix_cache_bytes": int(config.prefix_cache_mb * 2**20),
+        "prefill_step_size": config.prefill_chunk_tokens,
+        "warmup": config.warmup,
+    }
+
+    def load() -> tuple[Any, Any]:
+        return load_model_folder(path, runtime_profile=config.runtime_profile,
+                                 max_memory_gb=config.max_memory_gb, on_profile=on_profile,
+                                 world=world if split else None)
+
+    if not split:
+        return Engine(load, **kwargs)
+    announce = {"kind": "load", "name": name} if world.leader else None
+    return lockstep.LockstepEngine(load, world=world, announce=announce, **kwargs)
 
 
 def _load_encoder(
@@ -165,12 +180,14 @@ def load_model_folder(
     runtime_profile: str = "auto",
     max_memory_gb: float | None = None,
     on_profile: Callable[[RuntimeProfile], None] | None = None,
+    world: World | None = None,
 ) -> tuple[Any, Any]:
     """Return (model, tokenizer) for a local mlx-lm folder; never reaches for a model hub.
 
     The weights are converted for the runtime profile chosen here (``runtime_profile``: auto,
     fast or small); ``on_profile`` receives the choice, since the engine's loader contract is
-    (model, tokenizer) only.
+    (model, tokenizer) only. With a ``world``, only this rank's shard is kept: the weights
+    load lazily and only the shard is read into memory.
     """
     if not (path / "config.json").is_file():
         raise ModelFolderError("config.json is missing")
@@ -179,7 +196,10 @@ def load_model_folder(
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
         raise ModelFolderError("no tokenizer.json or tokenizer.model")
     mlx_lm_fixes.apply()
-    model, config = load_model(path)
+    model, config = load_model(path, lazy=world is not None)
+    if world is not None:
+        distributed_world.shard(model, world)
+        mx.eval(model.parameters())
     profile = prepare_model(model, runtime_profile, max_memory_gb)
     if on_profile is not None:
         on_profile(profile)

@@ -1,0 +1,180 @@
+"""The server on two ranks (``mlx.launch``, ring over loopback) answers what one process answers.
+
+Issue 15: greedy output of a 2-rank tensor-parallel and a 2-rank pipeline server is token for
+token the single-process server's, streamed and not, with concurrent requests, ``n=2``, a
+cancelled stream and a prefix-cache hit; rank 0's SIGTERM stops every rank with status 0.
+Tiny random models (a llama for tensor parallel; a qwen2 for the pipeline, since mlx-lm's llama
+has no pipeline()), the OpenAI SDK as the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import urllib.request
+
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from tests.distributed.launch import RankedServer
+from tests.tiny_families import build_family_model
+from tests.tiny_model import build_tiny_model
+from tests.waiting import wait_for
+
+NO_EOS = {"2": -100}
+PROMPTS = ["Hello world", "The quick brown fox", "def add(a, b):", "Numbers like 12345",
+           "Once upon a time", "The capital of France"]
+LAYOUTS = {"tensor": "llama", "pipeline": "qwen2"}
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def servers(request, tmp_path_factory):
+    """(one process, two ranks) on the same repository; the ranks' server split as asked."""
+    kind = request.param
+    repository = tmp_path_factory.mktemp(f"ranks-{kind}")
+    if LAYOUTS[kind] == "llama":
+        build_tiny_model(repository / "tiny")
+    else:
+        build_family_model(repository / "tiny", LAYOUTS[kind])
+    flags = ("--max-concurrent-requests", "8")
+    single = RankedServer(repository, *flags)
+    ranks = RankedServer(repository, *flags, "--parallel", kind, ranks=2)
+    yield kind, single, ranks
+    for server in (single, ranks):
+        server.kill()
+
+
+def complete(server: RankedServer, prompt: str, **extra) -> list[str]:
+    client = OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+    answer = client.completions.create(model="tiny", prompt=prompt, max_tokens=12,
+                                       temperature=0, logit_bias=NO_EOS, **extra)
+    return [choice.text for choice in sorted(answer.choices, key=lambda c: c.index)]
+
+
+async def concurrent_chats(server: RankedServer) -> list[str]:
+    """Every prompt at once, streamed: the text each stream delivered."""
+    client = AsyncOpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+
+    async def chat(prompt: str) -> str:
+        stream = await client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": prompt}], max_tokens=16,
+            temperature=0, logit_bias=NO_EOS, stream=True)
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream
+                        if chunk.choices])
+
+    return await asyncio.gather(*(chat(p) for p in PROMPTS))
+
+
+def test_the_model_card_shows_the_split(servers):
+    kind, single, ranks = servers
+    card = OpenAI(base_url=ranks.base_url, api_key="none").models.retrieve("tiny")
+    assert card.model_extra["parallel"] == {"kind": kind, "ranks": 2, "backend": "ring"}
+    alone = OpenAI(base_url=single.base_url, api_key="none").models.retrieve("tiny")
+    assert alone.model_extra["parallel"] is None
+    assert metric(ranks, "triton_mlx_model_ranks") == 2
+    assert metric(single, "triton_mlx_model_ranks") == 1
+    complete(ranks, PROMPTS[0])
+    assert metric(ranks, "triton_mlx_rank_exchange_seconds") > 0
+
+
+def metric(server: RankedServer, name: str) -> float:
+    """The sum of a metric's samples on the server's metrics port."""
+    url = f"http://127.0.0.1:{server.ports['metrics']}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def test_concurrent_streams_match_one_process(servers):
+    _, single, ranks = servers
+    expected = asyncio.run(concurrent_chats(single))
+    assert all(expected)
+    assert asyncio.run(concurrent_chats(ranks)) == expected
+
+
+def test_n_choices_and_plain_completions_match_one_process(servers):
+    _, single, ranks = servers
+    for prompt in PROMPTS[:3]:
+        assert complete(ranks, prompt) == complete(single, prompt)
+    two = complete(ranks, PROMPTS[0], n=2)
+    assert two == complete(single, PROMPTS[0], n=2) and len(two) == 2
+
+
+def structured_chat(server: RankedServer) -> tuple[str, list, str]:
+    """A JSON-schema answer with logprobs, and a completion cut by a stop string."""
+    client = OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    answer = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "A number, please"}],
+        max_tokens=24, temperature=0, logprobs=True, top_logprobs=2,
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "n", "schema": schema}})
+    tops = [[t.token for t in item.top_logprobs] for item in answer.choices[0].logprobs.content]
+    stopped = client.completions.create(model="tiny", prompt=PROMPTS[1], max_tokens=24,
+                                        temperature=0, logit_bias=NO_EOS, stop=["e"])
+    return answer.choices[0].message.content, tops, stopped.choices[0].text
+
+
+def test_structured_output_logprobs_and_stop_strings_match_one_process(servers):
+    _, single, ranks = servers
+    expected = structured_chat(single)
+    assert any(len(top) == 2 for top in expected[1])  # alternatives the grammar allows
+    assert structured_chat(ranks) == expected
+
+
+def test_a_prefix_cache_hit_gives_the_same_text(servers):
+    _, single, ranks = servers
+    prompt = "A long shared beginning that the cache keeps: " * 4 + "and the end"
+    client = OpenAI(base_url=ranks.base_url, api_key="none", max_retries=0)
+    first = client.completions.create(model="tiny", prompt=prompt, max_tokens=8,
+                                      temperature=0, logit_bias=NO_EOS)
+    again = client.completions.create(model="tiny", prompt=prompt + " again", max_tokens=8,
+                                      temperature=0, logit_bias=NO_EOS)
+    assert again.usage.prompt_tokens_details.cached_tokens > 0
+    assert [first.choices[0].text] == complete_long(single, prompt)
+    assert [again.choices[0].text] == complete_long(single, prompt + " again")
+
+
+def complete_long(server: RankedServer, prompt: str) -> list[str]:
+    client = OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+    answer = client.completions.create(model="tiny", prompt=prompt, max_tokens=8,
+                                       temperature=0, logit_bias=NO_EOS)
+    return [answer.choices[0].text]
+
+
+def test_a_cancelled_stream_leaves_every_rank_in_step(servers):
+    _, single, ranks = servers
+    client = OpenAI(base_url=ranks.base_url, api_key="none", max_retries=0)
+    stream = client.completions.create(model="tiny", prompt="Count with me", max_tokens=400,
+                                       temperature=0, logit_bias=NO_EOS, stream=True)
+    next(iter(stream))  # under way on both ranks
+    stream.close()  # the client goes away: rank 0 cancels, and tells rank 1
+    wait_for(lambda: metric(ranks, "triton_mlx_requests_running") == 0, 60,
+             "the cancelled request to leave the batch")
+    assert complete(ranks, PROMPTS[4]) == complete(single, PROMPTS[4])  # still in step
+
+
+def test_sigterm_to_rank_0_stops_every_rank_with_status_0(servers):
+    _, _, ranks = servers
+    pids = ranks.rank_pids()
+    assert sorted(pids) == [0, 1]
+    os.kill(pids[0], signal.SIGTERM)
+    assert ranks.process.wait(120) == 0
+    log = ranks.log
+    assert "rank 1: rank 0 is done; exiting" in log
+    assert "stopped" in log and "exited with code" not in log and "was killed" not in log
+
+
+def test_a_killed_rank_makes_rank_0_exit_non_zero_saying_why(tmp_path):
+    build_tiny_model(tmp_path / "tiny")
+    ranks = RankedServer(tmp_path, "--rank-timeout-secs", "2", ranks=2)
+    try:
+        pids = ranks.rank_pids()
+        os.kill(pids[1], signal.SIGKILL)
+        ranks.process.wait(120)  # the launcher ends once rank 0 has
+        log = ranks.log
+        assert "rank 0: no word from the other ranks" in log
+        assert "Node with rank 0 exited with code 1" in log
+    finally:
+        ranks.kill()

@@ -1,0 +1,62 @@
+"""Rank 0 tells the other ranks what each engine step does, over ``mx.distributed``.
+
+MLX has no broadcast, so this is an all-sum in which every other rank contributes zeros: the
+sum is rank 0's message, on every rank. Each message is JSON (never pickle: the launcher's
+transport is not authenticated). Every step carries one, so the common case costs one small
+collective: a fixed block of ``BLOCK_WORDS`` int32 words holding the length and the first
+bytes; a longer message (a batch of new prompts) sends the rest in a second all-sum.
+Collectives run on the calling thread's CPU stream: call ``exchange`` from the engine thread,
+in the same order on every rank.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from array import array
+from typing import Any
+
+import mlx.core as mx
+
+from triton_mlx.distributed.watchdog import watchdog
+
+BLOCK_WORDS = 1024  # 4 KiB: an empty step's message, or a few short prompts
+_FIRST = (BLOCK_WORDS - 1) * 4  # payload bytes that fit beside the length
+
+
+class Channel:
+    """One leader's messages to its followers; ``seconds`` is the time spent exchanging."""
+
+    def __init__(self, group: Any, leader: bool) -> None:
+        self.group = group
+        self.leader = leader
+        self.seconds = 0.0
+        self.messages = 0
+
+    def exchange(self, message: Any = None) -> Any:
+        """Rank 0 passes ``message`` (JSON-serialisable); every rank gets it back."""
+        start = time.perf_counter()
+        payload = json.dumps(message, separators=(",", ":")).encode() if self.leader else b""
+        block = array("i", [len(payload)]) + _words(payload[:_FIRST], BLOCK_WORDS - 1)
+        summed = self._all_sum(block)
+        length = summed[0]
+        data = summed[1:].tobytes()[: min(length, _FIRST)]
+        if length > _FIRST:
+            rest = payload[_FIRST:]
+            data += self._all_sum(_words(rest, -(-(length - _FIRST) // 4))).tobytes()
+            data = data[:length]
+        self.seconds += time.perf_counter() - start
+        self.messages += 1
+        watchdog.beat()
+        return json.loads(data) if self.leader is False else message
+
+    def _all_sum(self, words: array) -> array:
+        summed = mx.distributed.all_sum(mx.array(words.tolist(), dtype=mx.int32), group=self.group,
+                                        stream=mx.cpu)
+        return array("i", summed.tolist())
+
+
+def _words(data: bytes, count: int) -> array:
+    """``data`` zero-padded to ``count`` int32 words."""
+    padded = data + bytes(count * 4 - len(data))
+    return array("i", padded)

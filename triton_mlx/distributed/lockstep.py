@@ -1,0 +1,220 @@
+"""One engine per rank, all stepping the same batch: rank 0 decides, the others follow.
+
+Every rank runs the same ``Engine`` code on its shard of the model, so each rank's scheduler,
+prefix cache and batch evolve identically as long as every rank applies the same commands in the
+same order: then each step's forward pass (whose collectives join the ranks' shards) and its
+sampling (the same logits and the same random keys on every rank) agree without further talk.
+So once per turn of the engine loop, rank 0 sends the commands it took from its inbox (new
+requests with their tokens and parameters, cancellations, stop) over a ``Channel``, and every
+rank, rank 0 included, applies that list. Stop strings, disconnects and drains all reach rank
+0's inbox as cancellations or a stop, and so reach every rank.
+
+What must be equal on every rank is made equal at load: the KV budget (the smallest of the
+ranks', at the largest bytes per token) decides admission the same way everywhere, and the
+prefix cache counts its bytes in the same units (pipeline ranks hold different numbers of
+layers), so every rank keeps and evicts the same entries. Streams on
+the other ranks have no reader: their tokens go nowhere (the engine has no event loop there).
+
+Before loading, rank 0's engine thread tells the others which model to load (``announce``);
+a follower process waits for that in ``follower.serve``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+from typing import Any
+
+import mlx.core as mx
+
+from triton_mlx.distributed.channel import Channel
+from triton_mlx.distributed.watchdog import watchdog
+from triton_mlx.distributed.world import World
+from triton_mlx.engine.engine import Engine, _choice
+from triton_mlx.engine.kv_budget import KVBudget
+from triton_mlx.engine.stream import GenerationStream
+from triton_mlx.engine.types import (
+    EngineError,
+    EngineStats,
+    GenerationRequest,
+    SamplingParams,
+)
+
+logger = logging.getLogger("triton_mlx.distributed")
+
+
+class RankLoadError(EngineError):
+    """Another rank could not load its shard."""
+
+
+_split: str | None = None  # the model split across the ranks now: one at a time
+
+
+def claim(name: str) -> bool:
+    """Whether ``name`` is to be split across the ranks: yes when no other model is (every
+    step's collectives must come from one engine thread per rank, in the same order)."""
+    global _split
+    if _split == name:
+        raise EngineError(f"model {name!r} is split across ranks; reloading it while it "
+                          "runs is not supported yet: unload it first")
+    if _split is not None:
+        return False
+    _split = name
+    return True
+
+
+def _release(name: str) -> None:
+    global _split
+    if _split == name:
+        _split = None
+
+
+class LockstepEngine(Engine):
+    """An ``Engine`` whose every turn applies rank 0's commands, on every rank."""
+
+    embeds = False  # embeddings from a model split across ranks: not yet
+
+    def __init__(self, load: Any, *, world: World, announce: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(load, **kwargs)
+        self.world = world
+        self.channel = Channel(world.group, world.leader)
+        self._announce = announce  # rank 0: what the followers are told to load
+        self._ids: dict[GenerationStream, int] = {}  # rank 0: stream -> wire id
+        self._streams: dict[int, GenerationStream] = {}  # every rank: wire id -> stream
+        self._next_id = 0
+
+    # ----- load -----
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        return self.world.layout()
+
+    def stats(self) -> EngineStats:
+        return dataclasses.replace(super().stats(), ranks=self.world.size,
+                                   exchange_seconds=self.channel.seconds,
+                                   exchanges=self.channel.messages)
+
+    def _load_model(self) -> None:
+        if self.world.leader:
+            self.channel.exchange(self._announce)
+        failed = 0
+        try:
+            super()._load_model()
+        except Exception:
+            failed = 1
+            _release(self.name)
+            raise
+        finally:
+            failures = self._count(failed)  # every rank reaches this, loaded or not
+            if failures and not failed:
+                _release(self.name)
+                raise RankLoadError(f"{failures} other rank(s) could not load model "
+                                    f"{self.name!r}; see their logs")
+        self._agree_on_budget()
+        watchdog.arm()
+
+    def _count(self, value: int) -> int:
+        summed = mx.distributed.all_sum(mx.array([value], dtype=mx.int32),
+                                        group=self.world.group, stream=mx.cpu)
+        return int(summed.item())
+
+    def _agree_on_budget(self) -> None:
+        """Admission must decide alike on every rank: the smallest budget, the largest
+        bytes per token (pipeline ranks hold different numbers of layers)."""
+        mine = self.budget
+        both = mx.array([[-(mine.budget_bytes // 2**20), mine.bytes_per_token]], dtype=mx.int64)
+        gathered = mx.distributed.all_gather(both, group=self.world.group, stream=mx.cpu)
+        smallest = -int(gathered[:, 0].max().item()) * 2**20
+        largest = int(gathered[:, 1].max().item())
+        self.budget = KVBudget(bytes_per_token=largest, budget_bytes=smallest)
+        self.prefix_cache.count_as(largest, mine.bytes_per_token)  # the same entries kept
+
+    def _shutdown(self) -> None:
+        super()._shutdown()
+        watchdog.disarm()
+        _release(self.name)
+
+    # ----- each turn -----
+
+    def _drain_inbox(self, block: bool) -> bool:
+        """Rank 0: take the inbox's commands and send them; every rank: apply them."""
+        if self.world.leader:
+            commands = self._take_inbox(block)
+            self.channel.exchange([self._to_wire(kind, payload) for kind, payload in commands])
+        else:
+            commands = [self._from_wire(message) for message in self.channel.exchange()]
+        for kind, payload in commands:
+            if not self._apply(kind, payload):
+                return False
+        return True
+
+    def _take_inbox(self, block: bool) -> list[tuple[str, Any]]:
+        commands = []
+        while True:
+            try:  # idle, wake now and then: the other ranks' watchdogs hear from rank 0
+                kind, payload = self._inbox.get(block=block, timeout=watchdog.heartbeat)
+            except queue.Empty:
+                return commands
+            block = False
+            if kind == "cancel" and payload not in self._ids:
+                continue  # it has ended already, on every rank
+            commands.append((kind, payload))
+            if kind == "stop":
+                return commands
+
+    def _to_wire(self, kind: str, payload: Any) -> dict[str, Any]:
+        if kind == "submit":
+            first = self._register(payload)
+            return {"kind": kind, "id": first, "n": len(payload),
+                    "request": request_to_wire(payload[0].request)}
+        if kind == "cancel":
+            return {"kind": kind, "id": self._ids[payload]}
+        if kind == "stop":
+            return {"kind": kind}
+        raise EngineError(f"{kind} is not available on a model split across ranks")
+
+    def _from_wire(self, message: dict[str, Any]) -> tuple[str, Any]:
+        kind = message["kind"]
+        if kind == "submit":
+            request = request_from_wire(message["request"])
+            n = message["n"]
+            self._scheduler.place(request, n)
+            streams = [self._new_stream(_choice(request, i)) for i in range(n)]
+            if self._register(streams) != message["id"]:
+                raise EngineError("ranks disagree on the requests they hold")
+            return kind, streams
+        if kind == "cancel":
+            return kind, self._streams[message["id"]]
+        return kind, None
+
+    def _register(self, streams: list[GenerationStream]) -> int:
+        first = self._next_id
+        for stream in streams:
+            self._ids[stream] = self._next_id
+            self._streams[self._next_id] = stream
+            self._next_id += 1
+        return first
+
+    def _end(self, stream: GenerationStream, error: EngineError | None = None) -> None:
+        super()._end(stream, error)
+        if self._scheduler.group_of(stream) is None:
+            ident = self._ids.pop(stream, None)
+            if ident is not None:
+                self._streams.pop(ident, None)
+
+
+def request_to_wire(request: GenerationRequest) -> dict[str, Any]:
+    wire = dataclasses.asdict(request)
+    wire["sampling"]["logit_bias"] = [[t, v] for t, v in request.sampling.logit_bias.items()]
+    return wire
+
+
+def request_from_wire(wire: dict[str, Any]) -> GenerationRequest:
+    sampling = dict(wire["sampling"])
+    sampling["logit_bias"] = {int(t): float(v) for t, v in sampling["logit_bias"]}
+    fields = dict(wire)
+    fields["sampling"] = SamplingParams(**sampling)
+    fields["stop"] = tuple(fields["stop"])
+    return GenerationRequest(**fields)
