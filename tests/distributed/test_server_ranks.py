@@ -10,6 +10,7 @@ has no pipeline()), the OpenAI SDK as the client.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import urllib.request
@@ -176,5 +177,20 @@ def test_a_killed_rank_makes_rank_0_exit_non_zero_saying_why(tmp_path):
         log = ranks.log
         assert "rank 0: no word from the other ranks" in log
         assert "Node with rank 0 exited with code 1" in log
+    finally:
+        ranks.kill()
+
+
+def test_a_model_its_architecture_cannot_split_so_is_unavailable_saying_why(tmp_path):
+    build_tiny_model(tmp_path / "tiny")  # mlx-lm's llama has shard() but no pipeline()
+    ranks = RankedServer(tmp_path, "--parallel", "pipeline", ranks=2)
+    try:
+        with urllib.request.urlopen(f"{ranks.base_url}/models/tiny", timeout=10) as answer:
+            card = json.load(answer)
+        assert card["state"] == "UNAVAILABLE"
+        assert "cannot split the llama architecture into a pipeline" in card["reason"]
+        os.kill(ranks.rank_pids()[0], signal.SIGTERM)  # the other rank still exits with it
+        ranks.process.wait(120)
+        assert "rank 1: rank 0 is done; exiting" in ranks.log
     finally:
         ranks.kill()

@@ -99,9 +99,25 @@ def check_shardable(model: Any, kind: str) -> None:
                             "(its model class has no pipeline()); try --parallel tensor")
 
 
+def check_divisible(model: Any, ranks: int) -> None:
+    """Tensor parallel splits the attention heads: their counts must divide by ``ranks``
+    (mlx-lm does not check, and fails later with a shape error)."""
+    args = getattr(model, "args", None)
+    heads = {key: getattr(args, key, None)
+             for key in ("num_attention_heads", "num_key_value_heads")}
+    bad = {key: n for key, n in heads.items() if isinstance(n, int) and n % ranks}
+    if bad:
+        counts = " and ".join(f"{n} {key.replace('num_', '').replace('_', ' ')}"
+                              for key, n in heads.items() if isinstance(n, int))
+        raise ShardingError(f"the model has {counts}: not divisible by {ranks} ranks; launch "
+                            "a number of ranks that divides them, or try --parallel pipeline")
+
+
 def shard(model: Any, world: World) -> None:
     """Keep only this rank's part of ``model`` (whose weights are not yet evaluated)."""
     check_shardable(model, world.kind)
+    if world.kind == "tensor":
+        check_divisible(model, world.size)
     if world.kind == "tensor":
         model.shard(world.group)
     else:

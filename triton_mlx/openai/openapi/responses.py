@@ -176,6 +176,17 @@ RUNTIME_PROFILE = {
         "warning": {"type": "boolean"},
     },
 }
+PARALLEL = {
+    "description": "How the model is split across the ranks of mlx.launch.",
+    "type": "object",
+    "required": ["kind", "ranks", "backend"],
+    "additionalProperties": False,
+    "properties": {
+        "kind": {"enum": ["tensor", "pipeline"]},
+        "ranks": {"type": "integer", "minimum": 2},
+        "backend": {"enum": ["ring", "jaccl", "nccl", "mpi"]},
+    },
+}
 MODEL = {
     "description": "A model folder and its state. Loaded models add their kind and settings.",
     "type": "object",
@@ -195,6 +206,7 @@ MODEL = {
         "max_tokens": {"type": "integer", "minimum": 1},
         "chat_template": {"type": "boolean"},
         "runtime_profile": {"anyOf": [{"type": "null"}, RUNTIME_PROFILE]},
+        "parallel": {"anyOf": [{"type": "null"}, PARALLEL]},
         "dimensions": {"type": "integer", "minimum": 1},
         "max_seq_length": {"type": "integer", "minimum": 1},
         "pooling": {"enum": ["mean", "cls"]},
