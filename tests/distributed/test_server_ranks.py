@@ -2,7 +2,8 @@
 
 Issue 15: greedy output of a 2-rank tensor-parallel and a 2-rank pipeline server is token for
 token the single-process server's, streamed and not, with concurrent requests, ``n=2``, a
-cancelled stream and a prefix-cache hit; rank 0's SIGTERM stops every rank with status 0.
+cancelled stream, a prefix-cache hit and prompts prefilled in chunks; rank 0's SIGTERM stops
+every rank with status 0; a reload happens on every rank; a killed rank ends rank 0.
 Tiny random models (a llama for tensor parallel; a qwen2 for the pipeline, since mlx-lm's llama
 has no pipeline()), the OpenAI SDK as the client.
 """
@@ -38,7 +39,7 @@ def servers(request, tmp_path_factory):
         build_tiny_model(repository / "tiny")
     else:
         build_family_model(repository / "tiny", LAYOUTS[kind])
-    flags = ("--max-concurrent-requests", "8")
+    flags = ("--max-concurrent-requests", "8", "--prefill-chunk-tokens", "16")  # chunked
     single = RankedServer(repository, *flags)
     ranks = RankedServer(repository, *flags, "--parallel", kind, ranks=2)
     yield kind, single, ranks
@@ -156,6 +157,20 @@ def test_a_cancelled_stream_leaves_every_rank_in_step(servers):
     assert complete(ranks, PROMPTS[4]) == complete(single, PROMPTS[4])  # still in step
 
 
+def test_embeddings_match_one_process(servers):
+    _, single, ranks = servers
+    texts = ["first sentence", "a second, longer sentence to embed"]
+
+    def embed(server: RankedServer) -> list[list[float]]:
+        client = OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        return [d.embedding for d in client.embeddings.create(model="tiny", input=texts).data]
+
+    expected, got = embed(single), embed(ranks)
+    assert len(got) == 2 and len(got[0]) == len(expected[0])
+    assert all(abs(a - b) < 1e-4 for row, want in zip(got, expected, strict=True)
+               for a, b in zip(row, want, strict=True))
+
+
 def test_sigterm_to_rank_0_stops_every_rank_with_status_0(servers):
     _, _, ranks = servers
     pids = ranks.rank_pids()
@@ -165,6 +180,26 @@ def test_sigterm_to_rank_0_stops_every_rank_with_status_0(servers):
     log = ranks.log
     assert "rank 1: rank 0 is done; exiting" in log
     assert "stopped" in log and "exited with code" not in log and "was killed" not in log
+
+
+def test_a_reload_stops_the_model_on_every_rank_then_loads_it_on_every_rank(tmp_path):
+    build_tiny_model(tmp_path / "tiny")
+    single = RankedServer(tmp_path)
+    ranks = RankedServer(tmp_path, "--model-control-mode", "explicit", "--load-model", "tiny",
+                         ranks=2)
+    try:
+        before = complete(ranks, PROMPTS[0])
+        url = f"http://127.0.0.1:{ranks.ports['Triton HTTP API']}/v2/repository/models/tiny/load"
+        request = urllib.request.Request(url, data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            assert answer.status == 200
+        wait_for(lambda: ranks.log.count("rank 1: model tiny loaded") == 2, 60,
+                 "rank 1 to load the model again")
+        assert complete(ranks, PROMPTS[0]) == before == complete(single, PROMPTS[0])
+    finally:
+        ranks.kill()
+        single.kill()
 
 
 def test_a_killed_rank_makes_rank_0_exit_non_zero_saying_why(tmp_path):

@@ -21,6 +21,7 @@ a follower process waits for that in ``follower.serve``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import queue
@@ -31,6 +32,7 @@ import mlx.core as mx
 from triton_mlx.distributed.channel import Channel
 from triton_mlx.distributed.watchdog import watchdog
 from triton_mlx.distributed.world import World
+from triton_mlx.encoders.batching import EmbedJob
 from triton_mlx.engine.engine import Engine, _choice
 from triton_mlx.engine.kv_budget import KVBudget
 from triton_mlx.engine.stream import GenerationStream
@@ -73,8 +75,6 @@ def _release(name: str) -> None:
 class LockstepEngine(Engine):
     """An ``Engine`` whose every turn applies rank 0's commands, on every rank."""
 
-    embeds = False  # embeddings from a model split across ranks: not yet
-
     def __init__(self, load: Any, *, world: World, announce: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(load, **kwargs)
@@ -84,6 +84,7 @@ class LockstepEngine(Engine):
         self._ids: dict[GenerationStream, int] = {}  # rank 0: stream -> wire id
         self._streams: dict[int, GenerationStream] = {}  # every rank: wire id -> stream
         self._next_id = 0
+        self._no_reader: asyncio.AbstractEventLoop | None = None  # followers' embed jobs
 
     # ----- load -----
 
@@ -171,9 +172,9 @@ class LockstepEngine(Engine):
                     "request": request_to_wire(payload[0].request)}
         if kind == "cancel":
             return {"kind": kind, "id": self._ids[payload]}
-        if kind == "stop":
-            return {"kind": kind}
-        raise EngineError(f"{kind} is not available on a model split across ranks")
+        if kind == "embed":
+            return {"kind": kind, "inputs": payload.inputs}
+        return {"kind": kind}  # stop
 
     def _from_wire(self, message: dict[str, Any]) -> tuple[str, Any]:
         kind = message["kind"]
@@ -187,6 +188,11 @@ class LockstepEngine(Engine):
             return kind, streams
         if kind == "cancel":
             return kind, self._streams[message["id"]]
+        if kind == "embed":  # the same forward passes; nobody reads these vectors
+            if self._no_reader is None:
+                self._no_reader = asyncio.new_event_loop()  # never run
+            return kind, EmbedJob(inputs=message["inputs"], loop=self._no_reader,
+                                  future=self._no_reader.create_future())
         return kind, None
 
     def _register(self, streams: list[GenerationStream]) -> int:

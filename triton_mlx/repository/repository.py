@@ -128,6 +128,15 @@ class ModelRepository:
                 fingerprint = await asyncio.to_thread(folder_fingerprint, path)
             entry = self._entries.get(name)
             old = entry.model if entry is not None and entry.state is ModelState.READY else None
+            if old is not None and getattr(old.worker, "layout", None) is not None:
+                # Split across ranks (``distributed``): the new copy cannot load beside the
+                # old one, whose shards fill the ranks' memory, and one split model steps at a
+                # time. So it stops first, on every rank; the model is LOADING meanwhile.
+                logger.info("model %s is split across ranks: stopping it before the reload",
+                            name)
+                entry.model, entry.state = None, ModelState.LOADING
+                await self._drain_and_stop(old)
+                old = None
             if old is None:
                 entry = ModelEntry(name=name, path=path, state=ModelState.LOADING)
                 self._entries[name] = entry
