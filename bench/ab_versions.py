@@ -89,7 +89,7 @@ def one_round(port: int, model: str, streams: int, max_tokens: int,
     for proc in procs:
         proc.join()
     done = [(f, la, n) for f, la, n in results if f is not None and n > 0]
-    decode = sum((n - 1) / (la - f) for f, la, n in done if n > 1 and la > f)
+    decode = sum((n - 1) / (la - f) for f, la, n in done if n > 1 and la - f > 1e-3)
     return {"output": sum(n for _, _, n in done) / wall, "decode": decode,
             "ttft": statistics.median(f - start for f, _, _ in done),
             "failed": streams - len(done)}

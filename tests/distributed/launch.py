@@ -74,8 +74,10 @@ class RankedServer:
                        str(free_port_block(ranks)), "--python", sys.executable, "--", *server]
         else:
             command = [sys.executable, *server]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        # stdin a pipe left open: at end of file mlx.launch's loop spins on it (0.3-1.2 cores)
+        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)
         self.lines: list[str] = []
         self.ports: dict[str, int] = {}
         self._ready = threading.Event()

@@ -171,11 +171,22 @@ def test_embeddings_match_one_process(servers):
                for a, b in zip(row, want, strict=True))
 
 
-def test_sigterm_to_rank_0_stops_every_rank_with_status_0(servers):
-    _, _, ranks = servers
+def test_sigterm_to_rank_0_drains_then_stops_every_rank_with_status_0(servers):
+    _, single, ranks = servers
     pids = ranks.rank_pids()
     assert sorted(pids) == [0, 1]
-    os.kill(pids[0], signal.SIGTERM)
+    client = OpenAI(base_url=ranks.base_url, api_key="none", max_retries=0)
+    stream = client.completions.create(model="tiny", prompt=PROMPTS[2], max_tokens=48,
+                                       temperature=0, logit_bias=NO_EOS, stream=True)
+    chunks = iter(stream)
+    text = next(chunks).choices[0].text  # under way on both ranks
+    os.kill(pids[0], signal.SIGTERM)  # the request in flight finishes first
+    rest = list(chunks)
+    text += "".join(chunk.choices[0].text for chunk in rest if chunk.choices)
+    assert rest[-1].choices[0].finish_reason == "length"
+    alone = OpenAI(base_url=single.base_url, api_key="none", max_retries=0)
+    assert text == alone.completions.create(model="tiny", prompt=PROMPTS[2], max_tokens=48,
+                                            temperature=0, logit_bias=NO_EOS).choices[0].text
     assert ranks.process.wait(120) == 0
     log = ranks.log
     assert "rank 1: rank 0 is done; exiting" in log
