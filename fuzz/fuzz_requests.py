@@ -115,6 +115,7 @@ class FakeWorker:
     """What the repository and front-ends call on an engine or encoder thread."""
 
     dimensions = 0
+    layout = None  # not split across ranks
     max_seq_length = 16
     max_rows = None
     pooling = SimpleNamespace(mode="mean", normalize=True)
