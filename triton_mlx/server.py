@@ -146,7 +146,8 @@ def run(config: ServerConfig) -> int:
     configure_logging(config.log_level, config.json_logs)
     world = distributed_world.join(config.parallel)
     if world is None and config.parallel is not None:
-        logger.info("--parallel %s: one process, nothing to split", config.parallel)
+        logger.warning("--parallel %s: this process is not one of several ranks started by "
+                       "mlx.launch, so the model runs whole here", config.parallel)
     if world is not None:
         watchdog.timeout, watchdog.rank = config.rank_timeout_secs, world.rank
     if world is not None and not world.leader:
