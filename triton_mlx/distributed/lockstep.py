@@ -33,7 +33,7 @@ from triton_mlx.distributed.channel import Channel
 from triton_mlx.distributed.watchdog import watchdog
 from triton_mlx.distributed.world import World
 from triton_mlx.encoders.batching import EmbedJob
-from triton_mlx.engine.engine import Engine, _choice
+from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.kv_budget import KVBudget
 from triton_mlx.engine.stream import GenerationStream
 from triton_mlx.engine.types import (
@@ -182,7 +182,7 @@ class LockstepEngine(Engine):
             request = request_from_wire(message["request"])
             n = message["n"]
             self._scheduler.place(request, n)
-            streams = [self._new_stream(_choice(request, i)) for i in range(n)]
+            streams = self._new_streams(request, n)
             if self._register(streams) != message["id"]:
                 raise EngineError("ranks disagree on the requests they hold")
             return kind, streams

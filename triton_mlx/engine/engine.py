@@ -169,14 +169,19 @@ class Engine(ModelThread):
             raise EngineNotRunningError(f"model {self.name!r} is not accepting requests")
         self._scheduler.place(request, n)
         self._loop = asyncio.get_running_loop()
-        streams = [self._new_stream(_choice(request, i)) for i in range(n)]
+        streams = self._new_streams(request, n)
         self._inbox.put(("submit", streams))
         return streams
 
-    def _new_stream(self, request: GenerationRequest) -> GenerationStream:
-        detokenizer = IncrementalDetokenizer(self._decoder, request.skip_special_tokens)
-        text = TextOutput(request, detokenizer, StopStringMatcher(request.stop))
-        return GenerationStream(request, self._request_cancel, text)
+    def _new_streams(self, request: GenerationRequest, n: int) -> list[GenerationStream]:
+        """One stream per choice; choices after the first get seeds ``seed + i``."""
+        streams = []
+        for i in range(n):
+            choice = _choice(request, i)
+            detokenizer = IncrementalDetokenizer(self._decoder, choice.skip_special_tokens)
+            text = TextOutput(choice, detokenizer, StopStringMatcher(choice.stop))
+            streams.append(GenerationStream(choice, self._request_cancel, text))
+        return streams
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids for embedding (the tokenizer's own special tokens), cut to the context;
