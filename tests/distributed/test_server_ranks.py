@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import urllib.request
 
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.distributed.launch import RankedServer
+from tests.distributed.launch import RankedServer, free_port_block
 from tests.tiny_families import build_family_model
 from tests.tiny_model import build_tiny_model
 from tests.waiting import wait_for
@@ -240,3 +243,37 @@ def test_a_model_its_architecture_cannot_split_so_is_unavailable_saying_why(tmp_
         assert "rank 1: rank 0 is done; exiting" in ranks.log
     finally:
         ranks.kill()
+
+
+def test_ranks_started_without_the_launcher_serve_alike(tmp_path):
+    """The README's way for containers: each rank started with the environment mlx.launch
+    would give it (ring: MLX_RANK and a hostfile of each rank's address)."""
+    build_tiny_model(tmp_path / "tiny")
+    first = free_port_block(2)
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([[f"127.0.0.1:{first}"], [f"127.0.0.1:{first + 1}"]]))
+    ranks = []
+    for rank in (1, 0):
+        env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
+        ranks.append(subprocess.Popen(
+            [sys.executable, "-m", "triton_mlx", "--model-repository", str(tmp_path),
+             "--host", "127.0.0.1", "--openai-port", "0", "--http-port", "0",
+             "--metrics-port", "0", "--model-control-mode", "none"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    follower, leader = ranks
+    try:
+        port = None
+        for line in leader.stderr:
+            found = re.search(r"OpenAI API listening on http://[^:]+:(\d+)", line)
+            port = int(found[1]) if found else port
+            if "serving 1 model(s)" in line:
+                break
+        card = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none").models.retrieve(
+            "tiny")
+        assert card.model_extra["parallel"] == {"kind": "tensor", "ranks": 2, "backend": "ring"}
+        leader.send_signal(signal.SIGTERM)
+        assert leader.wait(120) == 0 and follower.wait(120) == 0
+    finally:
+        for process in ranks:
+            process.kill()
+            process.wait(30)
