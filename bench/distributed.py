@@ -106,8 +106,11 @@ def unsupported(model_dir: Path, kind: str) -> str | None:
 
 def launched(spec: servers.ServerSpec, kind: str, ranks: int) -> servers.ServerSpec:
     """``spec`` run on ``ranks`` ranks by ``mlx.launch`` (ring over loopback), split as ``kind``."""
-    launcher = Path(sys.executable).parent / "mlx.launch"
-    argv = [str(launcher), "--backend", "ring", "-n", str(ranks), "--starting-port",
+    # mlx.launch's own entry point, run by this Python (its script may not be on PATH, e.g.
+    # where MLX was installed with pip --target)
+    launcher = [sys.executable, "-c", "import sys; from mlx._distributed_utils.launch import "
+                "main; sys.exit(main())"]
+    argv = [*launcher, "--backend", "ring", "-n", str(ranks), "--starting-port",
             str(free_port_block(ranks)), "--python", sys.executable, "--", *spec.argv[1:],
             "--parallel", kind]
     return servers.ServerSpec(f"triton-mlx-{kind}", argv, spec.port, spec.model,
@@ -145,7 +148,7 @@ def serving(spec: servers.ServerSpec, log_dir: Path) -> Iterator[servers.ServerS
                                    start_new_session=True)
     spec.pid, spec.process, spec.log_path = process.pid, process, log_path
     try:
-        servers._wait_ready(spec, process, log_path, 600)
+        servers.wait_ready(spec, process, log_path, 600)
         yield spec
     finally:
         _stop(process)

@@ -107,7 +107,7 @@ def running(spec: ServerSpec, log_dir: Path, ready_timeout: float = 600) -> Iter
     spec.pid = process.pid
     spec.process, spec.log_path = process, log_path
     try:
-        _wait_ready(spec, process, log_path, ready_timeout)
+        wait_ready(spec, process, log_path, ready_timeout)
         yield spec
     finally:
         process.terminate()
@@ -129,7 +129,7 @@ def get_json(url: str, timeout: float = 10) -> dict | None:
         return None
 
 
-def _wait_ready(
+def wait_ready(
     spec: ServerSpec, process: subprocess.Popen, log_path: Path, timeout: float
 ) -> None:
     url = f"http://127.0.0.1:{spec.port}{spec.ready_path}"
