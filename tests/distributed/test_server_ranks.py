@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -224,7 +225,7 @@ def test_a_killed_rank_makes_rank_0_exit_non_zero_saying_why(tmp_path):
         os.kill(pids[1], signal.SIGKILL)
         ranks.process.wait(120)  # the launcher ends once rank 0 has
         log = ranks.log
-        assert "rank 0: no word from the other ranks" in log
+        assert "rank 0: the ranks serving model 'tiny' lost each other" in log
         assert "Node with rank 0 exited with code 1" in log
     finally:
         ranks.kill()
@@ -245,35 +246,82 @@ def test_a_model_its_architecture_cannot_split_so_is_unavailable_saying_why(tmp_
         ranks.kill()
 
 
-def test_ranks_started_without_the_launcher_serve_alike(tmp_path):
+def start_ranks_by_hand(repository, *flags: str) -> tuple[subprocess.Popen, subprocess.Popen,
+                                                          int]:
     """The README's way for containers: each rank started with the environment mlx.launch
-    would give it (ring: MLX_RANK and a hostfile of each rank's address)."""
-    build_tiny_model(tmp_path / "tiny")
+    would give it (ring: MLX_RANK and a hostfile of each rank's address). (follower, rank 0,
+    rank 0's OpenAI port) once rank 0 serves."""
     first = free_port_block(2)
-    hostfile = tmp_path / "hosts.json"
+    hostfile = repository / "hosts.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{first}"], [f"127.0.0.1:{first + 1}"]]))
     ranks = []
     for rank in (1, 0):
         env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
         ranks.append(subprocess.Popen(
-            [sys.executable, "-m", "triton_mlx", "--model-repository", str(tmp_path),
+            [sys.executable, "-m", "triton_mlx", "--model-repository", str(repository),
              "--host", "127.0.0.1", "--openai-port", "0", "--http-port", "0",
-             "--metrics-port", "0", "--model-control-mode", "none"],
+             "--metrics-port", "0", "--model-control-mode", "none", *flags],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     follower, leader = ranks
+    port = None
+    for line in leader.stderr:
+        found = re.search(r"OpenAI API listening on http://[^:]+:(\d+)", line)
+        port = int(found[1]) if found else port
+        if "serving 1 model(s)" in line:
+            break
+    return follower, leader, port
+
+
+def health(port: int) -> int:
     try:
-        port = None
-        for line in leader.stderr:
-            found = re.search(r"OpenAI API listening on http://[^:]+:(\d+)", line)
-            port = int(found[1]) if found else port
-            if "serving 1 model(s)" in line:
-                break
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health/ready", timeout=10):
+            return 200
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_ranks_started_without_the_launcher_serve_alike(tmp_path):
+    build_tiny_model(tmp_path / "tiny")
+    follower, leader, port = start_ranks_by_hand(tmp_path)
+    try:
         card = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none").models.retrieve(
             "tiny")
         assert card.model_extra["parallel"] == {"kind": "tensor", "ranks": 2, "backend": "ring"}
         leader.send_signal(signal.SIGTERM)
         assert leader.wait(120) == 0 and follower.wait(120) == 0
     finally:
-        for process in ranks:
+        for process in (follower, leader):
+            process.kill()
+            process.wait(30)
+
+
+def test_rank_0_turns_not_ready_then_exits_1_when_another_rank_dies(tmp_path):
+    """No launcher to signal rank 0 here: it must notice by itself."""
+    build_tiny_model(tmp_path / "tiny")
+    follower, leader, port = start_ranks_by_hand(tmp_path, "--rank-timeout-secs", "6")
+    try:
+        assert health(port) == 200
+        follower.kill()
+        wait_for(lambda: health(port) == 503, 60, "rank 0 to report not ready")
+        assert leader.wait(120) == 1
+        assert "rank 0: the ranks serving model 'tiny' lost each other" in leader.stderr.read()
+    finally:
+        for process in (follower, leader):
+            process.kill()
+            process.wait(30)
+
+
+def test_rank_0_turns_not_ready_then_exits_1_when_another_rank_hangs(tmp_path):
+    """A frozen rank raises nothing: rank 0 hears nothing from it, for too long."""
+    build_tiny_model(tmp_path / "tiny")
+    follower, leader, port = start_ranks_by_hand(tmp_path, "--rank-timeout-secs", "6")
+    try:
+        assert health(port) == 200
+        follower.send_signal(signal.SIGSTOP)
+        wait_for(lambda: health(port) == 503, 60, "rank 0 to report not ready")
+        assert leader.wait(120) == 1
+        assert "rank 0: no word from the other ranks for 6 s" in leader.stderr.read()
+    finally:
+        for process in (follower, leader):
             process.kill()
             process.wait(30)

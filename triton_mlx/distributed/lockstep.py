@@ -85,12 +85,32 @@ class LockstepEngine(Engine):
         self._streams: dict[int, GenerationStream] = {}  # every rank: wire id -> stream
         self._next_id = 0
         self._no_reader: asyncio.AbstractEventLoop | None = None  # followers' embed jobs
+        self._broken = False  # a collective failed
 
     # ----- load -----
 
     @property
     def layout(self) -> dict[str, Any]:
         return self.world.layout()
+
+    @property
+    def answering(self) -> bool:
+        """Not once a collective failed, nor when the other ranks have been quiet for half the
+        rank timeout: readiness fails (``/v1/health/ready``, ``/v2/health/ready``) before the
+        process ends (``watchdog``)."""
+        return not self._broken and watchdog.quiet_for() < watchdog.timeout / 2
+
+    def _serve(self) -> None:
+        """A failure that escapes the loop is a collective's (a step's own failures fail its
+        batch and the loop goes on): the ranks can no longer work together."""
+        try:
+            super()._serve()
+        except Exception as exc:
+            self._broken = True
+            logger.exception("model %s: the ranks lost each other", self.name)
+            self._fail_all(EngineError("a rank serving this model was lost"))
+            watchdog.abandon(f"the ranks serving model {self.name!r} lost each other ({exc})")
+            raise
 
     def stats(self) -> EngineStats:
         return dataclasses.replace(super().stats(), ranks=self.world.size,

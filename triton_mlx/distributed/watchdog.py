@@ -1,12 +1,17 @@
 """Never hang on a rank that died: exit non-zero when the ranks stop answering.
 
+A rank whose peer's connection drops sees its next collective fail (MLX's ring backend raises
+"connection to a peer was lost"): ``abandon`` ends it. A peer that hangs, or a link that goes
+silent, raises nothing, which is what the rest of this module is for.
+
 A collective waits for every rank, and MLX's backends wait for a dead peer forever: a rank
 killed mid-run would leave the others blocked inside a step, serving nothing, and an
 orchestrator would never learn. So every rank notes each exchange with rank 0 (``beat``; rank
 0 sends an empty one every ``HEARTBEAT_SECS`` while idle) and, while a split model runs, a
-thread checks that the last one is no older than ``--rank-timeout-secs``. Past that, the
-process logs which rank it is and why, and exits with status 1: its port closes (rank 0 stops
-answering ``/v2/health/ready``), and the launcher or the orchestrator restarts the set.
+thread checks that the last one is no older than ``--rank-timeout-secs``. Past half of that,
+rank 0 reports not ready (``LockstepEngine.answering``); past all of it, the process logs
+which rank it is and why, and exits with status 1, and the launcher or the orchestrator
+restarts the set.
 """
 
 from __future__ import annotations
@@ -46,8 +51,21 @@ class Watchdog:
         if self._since is not None:
             self._since = time.monotonic()
 
+    def quiet_for(self) -> float:
+        """Seconds since the last exchange while armed; 0 when not armed."""
+        since = self._since
+        return 0.0 if since is None else time.monotonic() - since
+
     def disarm(self) -> None:
         self._since = None
+
+    def abandon(self, reason: str, grace: float = 1.0) -> None:
+        """The ranks can no longer work together (a collective failed): exit with status 1
+        after ``grace`` seconds, time for the failed requests' answers to leave."""
+        logger.critical("rank %d: %s; exiting with status 1", self.rank, reason)
+        timer = threading.Timer(grace, _exit)
+        timer.daemon = True
+        timer.start()
 
     def _watch(self) -> None:
         while True:
@@ -57,8 +75,12 @@ class Watchdog:
                 logger.critical(
                     "rank %d: no word from the other ranks for %.0f s (--rank-timeout-secs): "
                     "a rank has died or hangs; exiting with status 1", self.rank, self.timeout)
-                logging.shutdown()
-                os._exit(1)
+                _exit()
+
+
+def _exit() -> None:
+    logging.shutdown()
+    os._exit(1)
 
 
 watchdog = Watchdog()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import logging
 import queue
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from triton_mlx.engine.prefix_cache import PrefixCache
 from triton_mlx.engine.scheduler import ChoiceGroup, Scheduler
 from triton_mlx.engine.sequence import Sequence
 from triton_mlx.engine.stop_strings import StopStringMatcher
-from triton_mlx.engine.stream import GenerationStream
+from triton_mlx.engine.stream import GenerationStream, deliver
 from triton_mlx.engine.text_output import TextOutput
 from triton_mlx.engine.tokenizer_access import encode_batch, fast_decoder
 from triton_mlx.engine.types import (
@@ -143,6 +142,11 @@ class Engine(ModelThread):
         self._scheduler.budget = budget
 
     @property
+    def answering(self) -> bool:
+        """Whether it can serve (a model split across ranks may lose a rank)."""
+        return True
+
+    @property
     def layout(self) -> dict[str, Any] | None:
         """How the model is split across ranks (``distributed``); None: it is not."""
         return None
@@ -177,7 +181,7 @@ class Engine(ModelThread):
         """One stream per choice; choices after the first get seeds ``seed + i``."""
         streams = []
         for i in range(n):
-            choice = _choice(request, i)
+            choice = request.for_choice(i)
             detokenizer = IncrementalDetokenizer(self._decoder, choice.skip_special_tokens)
             text = TextOutput(choice, detokenizer, StopStringMatcher(choice.stop))
             streams.append(GenerationStream(choice, self._request_cancel, text))
@@ -321,7 +325,7 @@ class Engine(ModelThread):
             self._generator = self._new_generator()
             return
         if outputs:
-            self._call_in_loop(_dispatch, outputs)
+            self._call_in_loop(deliver, outputs)
 
     # ----- engine thread: sequences in and out of the batch -----
 
@@ -453,17 +457,3 @@ class Engine(ModelThread):
             loop.call_soon_threadsafe(fn, arg)
         except RuntimeError:  # the loop has closed: nobody is left to read the output
             pass
-
-
-def _choice(request: GenerationRequest, index: int) -> GenerationRequest:
-    """The request for choice ``index``: with a seed, each choice draws its own numbers."""
-    if index == 0 or request.sampling.seed is None:
-        return request
-    sampling_params = dataclasses.replace(request.sampling, seed=request.sampling.seed + index)
-    return dataclasses.replace(request, sampling=sampling_params)
-
-
-def _dispatch(batch: list[tuple[Any, ...]]) -> None:
-    """On the event loop: each stream takes its token of the step."""
-    for stream, token, logprob, finish_reason, cached_tokens in batch:
-        stream.feed(token, logprob, finish_reason, cached_tokens)

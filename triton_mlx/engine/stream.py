@@ -117,3 +117,10 @@ def _merge(first: GenerationOutput, then: GenerationOutput) -> GenerationOutput:
     """Two consecutive outputs as one: their text and logprobs in order, the later counts."""
     return dataclasses.replace(then, text=first.text + then.text,
                                logprobs=first.logprobs + then.logprobs)
+
+
+def deliver(batch: list[tuple[Any, ...]]) -> None:
+    """On the event loop: each stream takes its token of the step (stream, token, logprob,
+    finish reason, cached prompt tokens)."""
+    for stream, token, logprob, finish_reason, cached_tokens in batch:
+        stream.feed(token, logprob, finish_reason, cached_tokens)

@@ -6,6 +6,7 @@ the engine's internals.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -52,6 +53,14 @@ class GenerationRequest:
     skip_special_tokens: bool = True
     """Leave special tokens out of the text (but for end-of-sequence ones, which never show,
     keeping them serves parsers whose markers are special tokens)."""
+
+    def for_choice(self, index: int) -> GenerationRequest:
+        """The request for choice ``index`` of ``n``: with a seed, each choice draws its own
+        numbers (``seed + index``)."""
+        if index == 0 or self.sampling.seed is None:
+            return self
+        sampling = dataclasses.replace(self.sampling, seed=self.sampling.seed + index)
+        return dataclasses.replace(self, sampling=sampling)
 
 
 Logprob = tuple[float, list[tuple[int, float]]]

@@ -228,15 +228,16 @@ class ModelRepository:
     @property
     def ready(self) -> bool:
         """True when at least one model serves and none is still loading."""
-        states = [e.state for e in self._entries.values()]
-        return ModelState.READY in states and ModelState.LOADING not in states
+        entries = self._entries.values()
+        return (any(_serving(e) for e in entries)
+                and all(e.state is not ModelState.LOADING for e in entries))
 
     @property
     def strictly_ready(self) -> bool:
         """Triton's strict readiness: every model that should be loaded is READY (folders
         unloaded on purpose in explicit mode do not count)."""
         return all(
-            e.state is ModelState.READY
+            _serving(e)
             for e in self._entries.values()
             if not (e.state is ModelState.UNAVAILABLE and e.reason == UNLOADED)
         )
@@ -261,6 +262,13 @@ class ModelLoadError(Exception):
         super().__init__(reason)
         self.name = name
         self.reason = reason
+
+
+def _serving(entry: ModelEntry) -> bool:
+    """READY, and its engine still answers (a model split across ranks whose other ranks have
+    gone quiet does not: ``distributed.watchdog``)."""
+    return (entry.state is ModelState.READY and entry.model is not None
+            and getattr(entry.model.worker, "answering", True))
 
 
 def folder_fingerprint(path: Path) -> tuple:
