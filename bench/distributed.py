@@ -219,6 +219,10 @@ def measure(system: System, streams: int, max_tokens: int, ban: dict[str, int]) 
         row["exchange"] = (delta[EXCHANGE_SECONDS] / delta[EXCHANGES]
                            if delta[EXCHANGES] else None)
         row["per_token"] = delta[EXCHANGES] / delta[GENERATED] if delta[GENERATED] else None
+    decode = row.get("decode")
+    # one token per stream per step: the step's time, whose growth over one process's is the
+    # split's cost (the model's own collectives and rank 0's exchange)
+    row["step"] = streams / decode if decode else None
     system.rows.setdefault(streams, []).append(row)
 
 
@@ -308,10 +312,15 @@ def _report(streams: int, systems: list[System]) -> None:
         line = [f"  {system.label:>12}:", f"output {show(spread(column('output')))} tok/s",
                 f"decode {show(spread(column('decode')))} tok/s",
                 f"TTFT p50 {show_ms(spread(column('ttft')))}",
+                f"step {show_ms(spread(column('step')), 2)}",
                 f"failed {sum(row['failed'] or 0 for row in rows):.0f}"]
         if system.ranks > 1:
             ratio = ratio_summary(column("output"), [row["output"] for row in base])
             per_token = spread(column("per_token"))
+            step, base_step = spread(column("step")), spread([row.get("step") for row in base])
+            if step and base_step:
+                line.append(f"(+{(step.median - base_step.median) * 1000:.2f} ms per step over "
+                            f"{BASE}: collectives and exchange)")
             line += [f"output/{BASE} per round {show_ratio(ratio)}",
                      f"exchange {show_ms(spread(column('exchange')), 2)} per step",
                      f"{show(per_token, lambda v: f'{v:.3f}')} exchanges per token"]
