@@ -17,6 +17,11 @@ the other ranks have no reader: their tokens go nowhere (the engine has no event
 
 Before loading, rank 0's engine thread tells the others which model to load (``announce``);
 a follower process waits for that in ``follower.serve``.
+
+The invariant: every rank makes the same MLX calls in the same order, evaluations included.
+MLX's backends pair collectives by the order in which each rank runs them, and how a graph is
+evaluated (in one call, or in parts) decides that order; an evaluation on one rank only (timing
+a step's collectives on rank 0, say) paired them wrongly, with wrong tokens and no error.
 """
 
 from __future__ import annotations
