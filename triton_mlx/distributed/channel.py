@@ -5,8 +5,8 @@ sum is rank 0's message, on every rank. Each message is JSON (never pickle: the 
 transport is not authenticated). Every step carries one, so the common case costs one small
 collective: a fixed block of ``BLOCK_WORDS`` int32 words holding the length and the first
 bytes; a longer message (a batch of new prompts) sends the rest in a second all-sum.
-Collectives run on the calling thread's CPU stream: call ``exchange`` from the engine thread,
-in the same order on every rank.
+Collectives run on the calling thread's default stream (the model's, on the engine thread):
+call ``exchange`` from the engine thread, in the same order on every rank.
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ class Channel:
         return json.loads(data) if self.leader is False else message
 
     def _all_sum(self, words: array) -> array:
-        summed = mx.distributed.all_sum(mx.array(words.tolist(), dtype=mx.int32), group=self.group,
-                                        stream=mx.cpu)
+        # On the calling thread's default stream, the model's: the exchange then runs after
+        # the step queued before it, in the same order on every rank. On another stream the
+        # two could overlap, and their collectives interleave differently on each rank.
+        summed = mx.distributed.all_sum(mx.array(words.tolist(), dtype=mx.int32),
+                                        group=self.group)
         return array("i", summed.tolist())
 
 

@@ -143,7 +143,7 @@ class LockstepEngine(Engine):
 
     def _count(self, value: int) -> int:
         summed = mx.distributed.all_sum(mx.array([value], dtype=mx.int32),
-                                        group=self.world.group, stream=mx.cpu)
+                                        group=self.world.group)
         return int(summed.item())
 
     def _agree_on_budget(self) -> None:
@@ -151,7 +151,7 @@ class LockstepEngine(Engine):
         bytes per token (pipeline ranks hold different numbers of layers)."""
         mine = self.budget
         both = mx.array([[-(mine.budget_bytes // 2**20), mine.bytes_per_token]], dtype=mx.int64)
-        gathered = mx.distributed.all_gather(both, group=self.world.group, stream=mx.cpu)
+        gathered = mx.distributed.all_gather(both, group=self.world.group)
         smallest = -int(gathered[:, 0].max().item()) * 2**20
         largest = int(gathered[:, 1].max().item())
         self.budget = KVBudget(bytes_per_token=largest, budget_bytes=smallest)
