@@ -129,6 +129,22 @@ def test_structured_output_logprobs_and_stop_strings_match_one_process(servers):
     assert structured_chat(ranks) == expected
 
 
+def test_sampling_without_a_seed_keeps_the_ranks_in_step(servers):
+    """Each process seeds MLX's random state from the clock: unless rank 0 gives the request a
+    seed, the ranks sample different tokens, store different prefixes, and the next prompt
+    that extends the sampled text finds different cached prefixes on each rank."""
+    _, single, ranks = servers
+    client = OpenAI(base_url=ranks.base_url, api_key="none", max_retries=0, timeout=120)
+    prompt = "A long enough beginning for the cache to keep, " * 3
+    even = {**NO_EOS, **{str(t): 100 for t in range(40, 56)}}  # 16 near-equal choices a step
+    sampled = client.completions.create(model="tiny", prompt=prompt, max_tokens=12,
+                                        temperature=1.0, logit_bias=even)
+    follow = prompt + sampled.choices[0].text
+    again = client.completions.create(model="tiny", prompt=follow, max_tokens=8,
+                                      temperature=0, logit_bias=NO_EOS)
+    assert again.choices[0].text == complete_long(single, follow)[0]
+
+
 def test_a_prefix_cache_hit_gives_the_same_text(servers):
     _, single, ranks = servers
     prompt = "A long shared beginning that the cache keeps: " * 4 + "and the end"

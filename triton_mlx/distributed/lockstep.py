@@ -3,7 +3,8 @@
 Every rank runs the same ``Engine`` code on its shard of the model, so each rank's scheduler,
 prefix cache and batch evolve identically as long as every rank applies the same commands in the
 same order: then each step's forward pass (whose collectives join the ranks' shards) and its
-sampling (the same logits and the same random keys on every rank) agree without further talk.
+sampling (the same logits and the same random keys on every rank: rank 0 seeds every sampled
+request that has no seed) agree without further talk.
 So once per turn of the engine loop, rank 0 sends the commands it took from its inbox (new
 requests with their tokens and parameters, cancellations, stop) over a ``Channel``, and every
 rank, rank 0 included, applies that list. Stop strings, disconnects and drains all reach rank
@@ -30,6 +31,7 @@ import asyncio
 import dataclasses
 import logging
 import queue
+import secrets
 from typing import Any
 
 import mlx.core as mx
@@ -192,6 +194,7 @@ class LockstepEngine(Engine):
 
     def _to_wire(self, kind: str, payload: Any) -> dict[str, Any]:
         if kind == "submit":
+            _seed_for_every_rank(payload)
             first = self._register(payload)
             return {"kind": kind, "id": first, "n": len(payload),
                     "request": request_to_wire(payload[0].request)}
@@ -234,6 +237,19 @@ class LockstepEngine(Engine):
             ident = self._ids.pop(stream, None)
             if ident is not None:
                 self._streams.pop(ident, None)
+
+
+def _seed_for_every_rank(streams: list[GenerationStream]) -> None:
+    """A sampled request without a seed would draw from each rank's own MLX random state
+    (seeded from the clock, per process) and the ranks would sample different tokens: give it
+    a seed, the same on every rank (choice ``i`` gets ``seed + i``, as with a seed of its own)."""
+    request = streams[0].request
+    if request.sampling.greedy or request.sampling.seed is not None:
+        return
+    sampling = dataclasses.replace(request.sampling, seed=secrets.randbits(63))
+    seeded = dataclasses.replace(request, sampling=sampling)
+    for i, stream in enumerate(streams):
+        stream.request = seeded.for_choice(i)
 
 
 def request_to_wire(request: GenerationRequest) -> dict[str, Any]:
