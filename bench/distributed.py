@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -69,26 +68,6 @@ class System:
                 os.killpg(self.spec.pid, sig)  # start_new_session: its group is its pid
 
 
-def free_port_block(count: int) -> int:
-    """A port from which ``count`` consecutive ports were free a moment ago (the ring backend
-    listens on one port per rank, counting up from ``--starting-port``)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            start = probe.getsockname()[1]
-        held = [socket.socket() for _ in range(count)]
-        try:
-            for offset, s in enumerate(held):
-                s.bind(("127.0.0.1", start + offset))
-            return start
-        except (OSError, OverflowError):  # taken, or past 65535
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no block of free ports found")
-
-
 def unsupported(model_dir: Path, kind: str) -> str | None:
     """Why the server cannot split this model as ``kind`` (its own check), or None."""
     from mlx_lm.utils import _get_classes, load_config
@@ -111,29 +90,10 @@ def launched(spec: servers.ServerSpec, kind: str, ranks: int) -> servers.ServerS
     launcher = [sys.executable, "-c", "import sys; from mlx._distributed_utils.launch import "
                 "main; sys.exit(main())"]
     argv = [*launcher, "--backend", "ring", "-n", str(ranks), "--starting-port",
-            str(free_port_block(ranks)), "--python", sys.executable, "--", *spec.argv[1:],
+            str(servers.free_port_block(ranks)), "--python", sys.executable, "--", *spec.argv[1:],
             "--parallel", kind]
     return servers.ServerSpec(f"triton-mlx-{kind}", argv, spec.port, spec.model,
                               spec.ready_path)
-
-
-def rank_pids(launcher: int) -> dict[int, int]:
-    """rank -> pid of the launcher's children (Linux /proc; each has MLX_RANK set)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid != launcher:
-                continue
-            env = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        for item in env:
-            if item.startswith(b"MLX_RANK="):
-                found[int(item[9:])] = int(entry.name)
-    return found
 
 
 @contextlib.contextmanager
@@ -160,7 +120,7 @@ def _stop(process: subprocess.Popen) -> None:
     try:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGCONT)  # it may be paused
-        target = rank_pids(process.pid).get(0, process.pid)
+        target = servers.rank_pids(process.pid).get(0, process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(target, signal.SIGTERM)
         process.wait(STOP_TIMEOUT)
@@ -168,7 +128,7 @@ def _stop(process: subprocess.Popen) -> None:
         pass
     finally:
         if process.poll() is None:
-            for pid in rank_pids(process.pid).values():
+            for pid in servers.rank_pids(process.pid).values():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             process.kill()
@@ -193,7 +153,7 @@ def idle_line(systems: list[System], seconds: float = 3.0) -> str:
     """The CPU each system's processes use while all are idle, in cores."""
     pids = {}
     for s in systems:
-        ranks = rank_pids(s.spec.pid)
+        ranks = servers.rank_pids(s.spec.pid)
         named = {f"rank {r}": p for r, p in sorted(ranks.items())}
         pids[s.label] = {"launcher": s.spec.pid, **named} if ranks else {"": s.spec.pid}
     before = {(k, n): servers.cpu_seconds(p) or 0.0 for k, d in pids.items() for n, p in d.items()}

@@ -68,6 +68,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_block(count: int) -> int:
+    """A port from which ``count`` consecutive ports were free a moment ago (the ring backend
+    listens on one port per rank, counting up from ``--starting-port``)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            start = probe.getsockname()[1]
+        held = [socket.socket() for _ in range(count)]
+        try:
+            for offset, s in enumerate(held):
+                s.bind(("127.0.0.1", start + offset))
+            return start
+        except (OSError, OverflowError):  # taken, or past 65535
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no block of free ports found")
+
+
+def rank_pids(launcher: int) -> dict[int, int]:
+    """rank -> pid of the launcher's children (Linux /proc; each has MLX_RANK set)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid != launcher:
+                continue
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        for item in env:
+            if item.startswith(b"MLX_RANK="):
+                found[int(item[9:])] = int(entry.name)
+    return found
+
+
 def ours(model_dir: Path, repository: Path, slots: int, extra: list[str]) -> ServerSpec:
     """``python -m triton_mlx`` on ``repository``, a folder holding a link to ``model_dir``."""
     link = repository / model_dir.name

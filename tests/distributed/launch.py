@@ -9,37 +9,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from bench.servers import free_port_block, rank_pids
+
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def free_port_block(count: int) -> int:
-    """A port from which ``count`` consecutive ports were free a moment ago (the ring backend
-    listens on one port per rank, counting up from ``--starting-port``)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            start = probe.getsockname()[1]
-        if start + count > 65535:
-            continue
-        try:
-            held = []
-            for port in range(start, start + count):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-            return start
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no block of free ports found")
+__all__ = ["ROOT", "RankedServer", "free_port_block", "run_ranks"]
 
 
 def run_ranks(argv: list[str], ranks: int = 2, timeout: float = 300) -> list[dict]:
@@ -105,22 +84,8 @@ class RankedServer:
         return f"http://127.0.0.1:{self.ports['OpenAI API']}/v1"
 
     def rank_pids(self) -> dict[int, int]:
-        """rank -> pid of the launcher's children (Linux /proc)."""
-        found = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                env = (entry / "environ").read_bytes().split(b"\0")
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid != self.process.pid:
-                continue
-            for item in env:
-                if item.startswith(b"MLX_RANK="):
-                    found[int(item[9:])] = int(entry.name)
-        return found
+        """rank -> pid of the launcher's children."""
+        return rank_pids(self.process.pid)
 
     def kill(self) -> None:
         for pid in self.rank_pids().values():

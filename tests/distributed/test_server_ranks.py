@@ -11,6 +11,7 @@ has no pipeline()), the OpenAI SDK as the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from openai import AsyncOpenAI, OpenAI
@@ -262,30 +264,37 @@ def test_a_model_its_architecture_cannot_split_so_is_unavailable_saying_why(tmp_
         ranks.kill()
 
 
-def start_ranks_by_hand(repository, *flags: str) -> tuple[subprocess.Popen, subprocess.Popen,
-                                                          int]:
+@contextlib.contextmanager
+def ranks_by_hand(repository, *flags: str) -> Iterator[tuple[subprocess.Popen,
+                                                          subprocess.Popen, int]]:
     """The README's way for containers: each rank started with the environment mlx.launch
-    would give it (ring: MLX_RANK and a hostfile of each rank's address). (follower, rank 0,
-    rank 0's OpenAI port) once rank 0 serves."""
+    would give it (ring: MLX_RANK and a hostfile of each rank's address). Yields (follower,
+    rank 0, rank 0's OpenAI port) once rank 0 serves; both are killed on the way out."""
+    build_tiny_model(repository / "tiny")
     first = free_port_block(2)
     hostfile = repository / "hosts.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{first}"], [f"127.0.0.1:{first + 1}"]]))
     ranks = []
-    for rank in (1, 0):
-        env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
-        ranks.append(subprocess.Popen(
-            [sys.executable, "-m", "triton_mlx", "--model-repository", str(repository),
-             "--host", "127.0.0.1", "--openai-port", "0", "--http-port", "0",
-             "--metrics-port", "0", "--model-control-mode", "none", *flags],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-    follower, leader = ranks
-    port = None
-    for line in leader.stderr:
-        found = re.search(r"OpenAI API listening on http://[^:]+:(\d+)", line)
-        port = int(found[1]) if found else port
-        if "serving 1 model(s)" in line:
-            break
-    return follower, leader, port
+    try:
+        for rank in (1, 0):
+            env = {**os.environ, "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
+            ranks.append(subprocess.Popen(
+                [sys.executable, "-m", "triton_mlx", "--model-repository", str(repository),
+                 "--host", "127.0.0.1", "--openai-port", "0", "--http-port", "0",
+                 "--metrics-port", "0", "--model-control-mode", "none", *flags],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        follower, leader = ranks
+        port = None
+        for line in leader.stderr:
+            found = re.search(r"OpenAI API listening on http://[^:]+:(\d+)", line)
+            port = int(found[1]) if found else port
+            if "serving 1 model(s)" in line:
+                break
+        yield follower, leader, port
+    finally:
+        for process in ranks:
+            process.kill()
+            process.wait(30)
 
 
 def health(port: int) -> int:
@@ -297,47 +306,25 @@ def health(port: int) -> int:
 
 
 def test_ranks_started_without_the_launcher_serve_alike(tmp_path):
-    build_tiny_model(tmp_path / "tiny")
-    follower, leader, port = start_ranks_by_hand(tmp_path)
-    try:
+    with ranks_by_hand(tmp_path) as (follower, leader, port):
         card = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none").models.retrieve(
             "tiny")
         assert card.model_extra["parallel"] == {"kind": "tensor", "ranks": 2, "backend": "ring"}
         leader.send_signal(signal.SIGTERM)
         assert leader.wait(120) == 0 and follower.wait(120) == 0
-    finally:
-        for process in (follower, leader):
-            process.kill()
-            process.wait(30)
 
 
-def test_rank_0_turns_not_ready_then_exits_1_when_another_rank_dies(tmp_path):
+@pytest.mark.parametrize(("stop", "message"), [
+    # a rank whose process ends: the next collective fails at once
+    (signal.SIGKILL, "rank 0: the ranks serving model 'tiny' lost each other"),
+    # a frozen rank raises nothing: rank 0 hears nothing from it, for too long
+    (signal.SIGSTOP, "rank 0: no word from the other ranks for 6 s"),
+], ids=["dies", "hangs"])
+def test_rank_0_turns_not_ready_then_exits_1_when_another_rank_fails(tmp_path, stop, message):
     """No launcher to signal rank 0 here: it must notice by itself."""
-    build_tiny_model(tmp_path / "tiny")
-    follower, leader, port = start_ranks_by_hand(tmp_path, "--rank-timeout-secs", "6")
-    try:
+    with ranks_by_hand(tmp_path, "--rank-timeout-secs", "6") as (follower, leader, port):
         assert health(port) == 200
-        follower.kill()
+        follower.send_signal(stop)
         wait_for(lambda: health(port) == 503, 60, "rank 0 to report not ready")
         assert leader.wait(120) == 1
-        assert "rank 0: the ranks serving model 'tiny' lost each other" in leader.stderr.read()
-    finally:
-        for process in (follower, leader):
-            process.kill()
-            process.wait(30)
-
-
-def test_rank_0_turns_not_ready_then_exits_1_when_another_rank_hangs(tmp_path):
-    """A frozen rank raises nothing: rank 0 hears nothing from it, for too long."""
-    build_tiny_model(tmp_path / "tiny")
-    follower, leader, port = start_ranks_by_hand(tmp_path, "--rank-timeout-secs", "6")
-    try:
-        assert health(port) == 200
-        follower.send_signal(signal.SIGSTOP)
-        wait_for(lambda: health(port) == 503, 60, "rank 0 to report not ready")
-        assert leader.wait(120) == 1
-        assert "rank 0: no word from the other ranks for 6 s" in leader.stderr.read()
-    finally:
-        for process in (follower, leader):
-            process.kill()
-            process.wait(30)
+        assert message in leader.stderr.read()

@@ -48,7 +48,7 @@ class Channel:
         self.seconds += time.perf_counter() - start
         self.messages += 1
         watchdog.beat()
-        return json.loads(data) if self.leader is False else message
+        return message if self.leader else json.loads(data)
 
     def _all_sum(self, words: array) -> array:
         # On the calling thread's default stream, the model's: the exchange then runs after
