@@ -83,7 +83,14 @@ def test_the_model_card_shows_the_split(servers):
     assert metric(ranks, "triton_mlx_model_ranks") == 2
     assert metric(single, "triton_mlx_model_ranks") == 1
     complete(ranks, PROMPTS[0])
+    complete(single, PROMPTS[0])
     assert metric(ranks, "triton_mlx_rank_exchange_seconds") > 0
+    # the model's own collectives, timed on the first step and one in 64 after it
+    assert metric(ranks, "triton_mlx_rank_collective_steps") >= 1
+    assert metric(ranks, "triton_mlx_rank_collective_seconds") > 0
+    assert metric(ranks, "triton_mlx_rank_sampled_step_seconds") > 0
+    for name in ("triton_mlx_rank_collective_steps", "triton_mlx_rank_collective_seconds"):
+        assert metric(single, name) == 0  # no collectives in one process
 
 
 def metric(server: RankedServer, name: str) -> float:

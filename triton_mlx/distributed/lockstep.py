@@ -23,6 +23,7 @@ The invariant: every rank makes the same MLX calls in the same order, evaluation
 MLX's backends pair collectives by the order in which each rank runs them, and how a graph is
 evaluated (in one call, or in parts) decides that order; an evaluation on one rank only (timing
 a step's collectives on rank 0, say) paired them wrongly, with wrong tokens and no error.
+``CollectiveClock`` times them on the same sampled steps on every rank instead.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 import mlx.core as mx
 
 from triton_mlx.distributed.channel import Channel
+from triton_mlx.distributed.collective_clock import CollectiveClock
 from triton_mlx.distributed.watchdog import watchdog
 from triton_mlx.distributed.world import World
 from triton_mlx.encoders.batching import EmbedJob
@@ -93,6 +95,7 @@ class LockstepEngine(Engine):
         self._next_id = 0
         self._no_reader: asyncio.AbstractEventLoop | None = None  # followers' embed jobs
         self._broken = False  # a collective failed
+        self.clock = CollectiveClock()  # the model's collectives, one step in 64
 
     # ----- load -----
 
@@ -122,7 +125,10 @@ class LockstepEngine(Engine):
     def stats(self) -> EngineStats:
         return dataclasses.replace(super().stats(), ranks=self.world.size,
                                    exchange_seconds=self.channel.seconds,
-                                   exchanges=self.channel.messages)
+                                   exchanges=self.channel.messages,
+                                   collective_seconds=self.clock.collective_seconds,
+                                   collective_steps=self.clock.sampled_steps,
+                                   sampled_step_seconds=self.clock.step_seconds)
 
     def _load_model(self) -> None:
         if self.world.leader:
@@ -165,6 +171,11 @@ class LockstepEngine(Engine):
         _release(self.name)
 
     # ----- each turn -----
+
+    def _step(self) -> None:
+        """One step, its collectives timed on the steps the clock samples (every rank's)."""
+        with self.clock.step():
+            super()._step()
 
     def _drain_inbox(self, block: bool) -> bool:
         """Rank 0: take the inbox's commands and send them; every rank: apply them."""

@@ -117,6 +117,12 @@ class EngineStats:
     """Time spent telling (rank 0) or hearing (the others) each step's commands."""
     exchanges: int = 0
     """How many such exchanges (one per turn of the engine loop)."""
+    collective_seconds: float = 0.0
+    """Time the sampled steps spent in the model's own collectives (``CollectiveClock``)."""
+    collective_steps: int = 0
+    """How many steps were sampled (one in 64, on every rank)."""
+    sampled_step_seconds: float = 0.0
+    """The sampled steps' whole time, collectives included."""
 
 
 class EngineError(Exception):

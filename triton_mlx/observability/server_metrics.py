@@ -85,11 +85,27 @@ class ServerMetrics:
         self.exchange_seconds = r.gauge(
             "triton_mlx_rank_exchange_seconds",
             "Seconds rank 0 has spent telling the other ranks each step's commands (a "
-            "collective per step; the model's own all-sums are inside its steps).", ("model",)
+            "collective per step; the model's own are in triton_mlx_rank_collective_seconds).",
+            ("model",)
         )
         self.exchanges = r.gauge(
             "triton_mlx_rank_exchanges",
             "Exchanges of step commands between rank 0 and the other ranks.", ("model",)
+        )
+        self.collective_seconds = r.gauge(
+            "triton_mlx_rank_collective_seconds",
+            "Seconds the sampled steps spent in the model's own collectives (all-sum, "
+            "send/receive, all-gather), waiting for the other ranks included; one step in 64 "
+            "is sampled.", ("model",)
+        )
+        self.collective_steps = r.gauge(
+            "triton_mlx_rank_collective_steps",
+            "Engine steps whose collectives were timed (one in 64).", ("model",)
+        )
+        self.sampled_step_seconds = r.gauge(
+            "triton_mlx_rank_sampled_step_seconds",
+            "Whole time of the sampled steps, collectives included (the timing's host syncs "
+            "add a little).", ("model",)
         )
         self.memory = r.gauge(
             "triton_mlx_memory_bytes",
@@ -164,6 +180,9 @@ class ServerMetrics:
             self.ranks.set_function(engine_field("ranks"))
             self.exchange_seconds.set_function(engine_field("exchange_seconds"))
             self.exchanges.set_function(engine_field("exchanges"))
+            self.collective_seconds.set_function(engine_field("collective_seconds"))
+            self.collective_steps.set_function(engine_field("collective_steps"))
+            self.sampled_step_seconds.set_function(engine_field("sampled_step_seconds"))
         self.memory.set_function(lambda: {(kind,): value for kind, value in memory().items()})
         self.nv_pending.set_function(
             lambda: {(model, MODEL_VERSION): value for (model,), value in queued().items()}
