@@ -56,10 +56,11 @@ async def _stream(port: int, payload: bytes) -> tuple[float | None, float | None
     while line := await reader.readline():
         if not line.startswith(b"data: {"):
             continue
-        if b'"content":"' in line:
+        # our server writes compact JSON, mlx_lm.server json.dumps' default spacing
+        if b'"content":"' in line or b'"content": "' in line:
             last = time.perf_counter()
             first = first or last
-        if b'"usage":{' in line:
+        if b'"usage":{' in line or b'"usage": {' in line:
             tokens = json.loads(line[6:])["usage"]["completion_tokens"]
     writer.close()
     return first, last, tokens
@@ -85,10 +86,12 @@ def one_round(port: int, model: str, streams: int, max_tokens: int,
     barrier.wait()
     start = time.perf_counter()
     results = [r for _ in procs for r in out.get()]
-    wall = max(last for _, last, _ in results if last) - start
     for proc in procs:
         proc.join()
     done = [(f, la, n) for f, la, n in results if f is not None and n > 0]
+    if not done:  # every stream failed
+        return {"output": 0.0, "decode": 0.0, "ttft": None, "failed": streams}
+    wall = max(la for _, la, _ in done) - start
     decode = sum((n - 1) / (la - f) for f, la, n in done if n > 1 and la - f > 1e-3)
     return {"output": sum(n for _, _, n in done) / wall, "decode": decode,
             "ttft": statistics.median(f - start for f, _, _ in done),

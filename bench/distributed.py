@@ -8,8 +8,10 @@ on ``--ranks`` ranks per ``--parallel`` kind the model's architecture can be spl
 llama has no pipeline(); qwen2 has). All are up at once; each round sends N concurrent streaming
 chats to each in turn, the order alternating, with ``bench.ab_versions``'s clients. Per level:
 each system's output and summed decode tok/s and TTFT p50 as median (min-max), the per-round
-ratio to one process, and for ranked ones rank 0's per-step command exchange (its metrics): ms
-per exchange and exchanges per generated token (one exchange per engine-loop turn).
+ratio to one process, and for ranked ones rank 0's metrics: the model's own collectives per
+sampled step (``triton_mlx_rank_collective_seconds``: one step in 64 is timed) and their share
+of that step, ms per command exchange and exchanges per generated token (one per engine-loop
+turn).
 
 Idle ranks are not idle: MLX's ring backend polls while a rank waits in a collective (the other
 ranks wait in one for rank 0's next command) and ``mlx.launch`` polls its pipes. So the bench
@@ -42,9 +44,14 @@ from bench.machine import load_line, machine_lines
 from bench.stats import ratio_summary, show, show_ms, show_ratio, spread
 
 STOP_TIMEOUT = 120.0  # rank 0 drains, then the others exit
-EXCHANGE_SECONDS = "triton_mlx_rank_exchange_seconds"
-EXCHANGES = "triton_mlx_rank_exchanges"
-GENERATED = "triton_mlx_generation_tokens_total"
+COUNTERS = {  # metric family -> key (rank 0's, summed over the model's labels)
+    "triton_mlx_rank_exchange_seconds": "exchange_s",
+    "triton_mlx_rank_exchanges": "exchanges",
+    "triton_mlx_rank_collective_seconds": "collective_s",
+    "triton_mlx_rank_collective_steps": "collective_steps",
+    "triton_mlx_rank_sampled_step_seconds": "sampled_step_s",
+    "triton_mlx_generation_tokens_total": "generated",
+}
 BASE = "one process"
 
 
@@ -83,23 +90,30 @@ def unsupported(model_dir: Path, kind: str) -> str | None:
     return None
 
 
-def launched(spec: servers.ServerSpec, kind: str, ranks: int) -> servers.ServerSpec:
-    """``spec`` run on ``ranks`` ranks by ``mlx.launch`` (ring over loopback), split as ``kind``."""
+def launched(spec: servers.ServerSpec, ranks: int, flags: list[str], backend: str = "ring",
+             label: str | None = None) -> servers.ServerSpec:
+    """``spec`` run on ``ranks`` ranks by ``mlx.launch`` on this machine, with ``flags`` added
+    to its command line: ring over loopback, or nccl with one GPU per rank (the launcher sets
+    each rank's ``CUDA_VISIBLE_DEVICES``; NVLink multicast stays off)."""
     # mlx.launch's own entry point, run by this Python (its script may not be on PATH, e.g.
     # where MLX was installed with pip --target)
     launcher = [sys.executable, "-c", "import sys; from mlx._distributed_utils.launch import "
                 "main; sys.exit(main())"]
-    argv = [*launcher, "--backend", "ring", "-n", str(ranks), "--starting-port",
-            str(servers.free_port_block(ranks)), "--python", sys.executable, "--", *spec.argv[1:],
-            "--parallel", kind]
-    return servers.ServerSpec(f"triton-mlx-{kind}", argv, spec.port, spec.model,
-                              spec.ready_path)
+    if backend == "nccl":
+        transport = ["--nccl-port", str(servers.free_port()), "--env", "NCCL_NVLS_ENABLE=0"]
+    else:
+        transport = ["--starting-port", str(servers.free_port_block(ranks))]
+    argv = [*launcher, "--backend", backend, "-n", str(ranks), *transport,
+            "--python", sys.executable, "--", *spec.argv[1:], *flags]
+    return servers.ServerSpec(label or spec.name, argv, spec.port, spec.model, spec.ready_path)
 
 
 @contextlib.contextmanager
-def serving(spec: servers.ServerSpec, log_dir: Path) -> Iterator[servers.ServerSpec]:
+def serving(spec: servers.ServerSpec, log_dir: Path,
+            stop_timeout: float = STOP_TIMEOUT) -> Iterator[servers.ServerSpec]:
     """Like ``servers.running``, for a launcher too: stdin is a pipe left open (the launcher
-    spins on a stdin at EOF), and stopping goes through rank 0 so every rank exits cleanly."""
+    spins on a stdin at EOF), and stopping goes through rank 0 so every rank exits cleanly
+    (within ``stop_timeout``, else every rank is killed)."""
     log_path = log_dir / f"{spec.name}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(spec.argv, stdin=subprocess.PIPE, stdout=log,
@@ -111,11 +125,11 @@ def serving(spec: servers.ServerSpec, log_dir: Path) -> Iterator[servers.ServerS
         servers.wait_ready(spec, process, log_path, 600)
         yield spec
     finally:
-        _stop(process)
+        _stop(process, stop_timeout)
         spec.exit_code, spec.process = process.returncode, None
 
 
-def _stop(process: subprocess.Popen) -> None:
+def _stop(process: subprocess.Popen, timeout: float) -> None:
     """SIGTERM to rank 0 (or to the lone server), wait; kill every rank left after that."""
     try:
         with contextlib.suppress(ProcessLookupError):
@@ -123,7 +137,7 @@ def _stop(process: subprocess.Popen) -> None:
         target = servers.rank_pids(process.pid).get(0, process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(target, signal.SIGTERM)
-        process.wait(STOP_TIMEOUT)
+        process.wait(timeout)
     except subprocess.TimeoutExpired:
         pass
     finally:
@@ -138,15 +152,32 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def metrics(port: int, model: str) -> dict[str, float]:
-    """The exchange and generated-token figures of ``model`` on a metrics port (0 if absent)."""
+    """Rank 0's split and token counters of ``model`` on a metrics port, keyed as ``COUNTERS``
+    names them (0 where absent)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = dict.fromkeys((EXCHANGE_SECONDS, EXCHANGES, GENERATED), 0.0)
+    found = dict.fromkeys(COUNTERS.values(), 0.0)
     for line in text.splitlines():
         name, _, rest = line.partition("{")
-        if name in found and f'model="{model}"' in rest:
-            found[name] += float(line.rsplit(" ", 1)[1])
+        if name in COUNTERS and f'model="{model}"' in rest:
+            found[COUNTERS[name]] += float(line.rsplit(" ", 1)[1])
     return found
+
+
+def split_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """Between two ``metrics`` readings: ms of the model's collectives per sampled step and
+    their share of it, exchange per step, exchanges per generated token."""
+    delta = {key: after[key] - before[key] for key in after}
+    row: dict[str, float | None] = {}
+    if delta["collective_steps"]:
+        row["collective"] = delta["collective_s"] / delta["collective_steps"]
+        row["collective_share"] = (delta["collective_s"] / delta["sampled_step_s"]
+                                   if delta["sampled_step_s"] else None)
+    if delta["exchanges"]:
+        row["exchange"] = delta["exchange_s"] / delta["exchanges"]
+        row["per_token"] = (delta["exchanges"] / delta["generated"]
+                            if delta["generated"] else None)
+    return row
 
 
 def idle_line(systems: list[System], seconds: float = 3.0) -> str:
@@ -174,11 +205,7 @@ def measure(system: System, streams: int, max_tokens: int, ban: dict[str, int]) 
     row: dict[str, float | None] = dict(one_round(spec.port, spec.model, streams, max_tokens,
                                                   ban))
     if system.ranks > 1:
-        after = metrics(system.metrics_port, spec.model)
-        delta = {key: after[key] - before[key] for key in after}
-        row["exchange"] = (delta[EXCHANGE_SECONDS] / delta[EXCHANGES]
-                           if delta[EXCHANGES] else None)
-        row["per_token"] = delta[EXCHANGES] / delta[GENERATED] if delta[GENERATED] else None
+        row.update(split_figures(before, metrics(system.metrics_port, spec.model)))
     decode = row.get("decode")
     # one token per stream per step: the step's time, whose growth over one process's is the
     # split's cost (the model's own collectives and rank 0's exchange)
@@ -228,8 +255,9 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 if not args.no_pause:  # paused longer than it, a rank would give up
                     spec.argv += ["--rank-timeout-secs", "86400"]
-                system = System(f"{kind} x{args.ranks}", launched(spec, kind, args.ranks),
-                                port, args.ranks)
+                spec = launched(spec, args.ranks, ["--parallel", kind],
+                                label=f"triton-mlx-{kind}")
+                system = System(f"{kind} x{args.ranks}", spec, port, args.ranks)
             _progress(f"starting {system.label}: {system.spec.flags}")
             stack.enter_context(serving(system.spec, log_dir))
             systems.append(system)
@@ -282,10 +310,18 @@ def _report(streams: int, systems: list[System]) -> None:
                 line.append(f"(+{(step.median - base_step.median) * 1000:.2f} ms per step over "
                             f"{BASE}: collectives and exchange)")
             line += [f"output/{BASE} per round {show_ratio(ratio)}",
+                     collectives_text(column("collective"), column("collective_share")),
                      f"exchange {show_ms(spread(column('exchange')), 2)} per step",
                      f"{show(per_token, lambda v: f'{v:.3f}')} exchanges per token"]
         print("  ".join(line))
     sys.stdout.flush()
+
+
+def collectives_text(seconds: list[float | None], shares: list[float | None]) -> str:
+    """The model's own collectives per sampled step, and their share of that step."""
+    share = spread(shares)
+    return (f"collectives {show_ms(spread(seconds), 2)} per sampled step"
+            + (f" ({share.median:.0%} of it)" if share else ""))
 
 
 if __name__ == "__main__":
