@@ -25,6 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
+UNAVAILABLE = "is unavailable: failed to load"  # our server's log line for a failed load
+
+
 class ServerFailed(RuntimeError):
     """The server exited or never became ready; the message ends with its log's tail."""
 
@@ -177,6 +180,8 @@ def wait_ready(
         if process.poll() is not None:
             raise ServerFailed(f"{spec.name} exited with {process.returncode}:\n"
                                + _tail(log_path))
+        if UNAVAILABLE in log_path.read_text(errors="replace"):  # ours: it will never be ready
+            raise ServerFailed(f"{spec.name} could not load the model:\n" + _tail(log_path))
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:

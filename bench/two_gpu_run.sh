@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 16's run, ON a lent machine with two GPUs, after MLX's CUDA backend is installed in
 # /tmp/site by ../shared/gpu/device-install.sh (see README, "One model across several machines
-# or GPUs"). Needs the demo tokenizer carried in .gpuC/tokenizer.
+# or GPUs"). Needs the demo tokenizer and the llguidance wheel carried in .gpuC/.
 #
 # Usage: bash bench/two_gpu_run.sh bf16|4bit [python -m bench.two_gpus flags ...]
 #   bf16   random weights in a qwen2 of Llama-3.1-8B's layer sizes (/tmp/qwen2-8b-random, ~1 min)
@@ -12,7 +12,9 @@
 # continue a cut run in the next call with PART=b and --first-round N, then merge both with
 # `python -m bench.two_gpus --report A.json B.json`.
 set -euo pipefail
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
+# llguidance (our server's run-time dependency) travels as a wheel in .gpuC/wheels
+python3 -m pip install -q --no-index --no-deps --target /tmp/site2 .gpuC/wheels/llguidance-*.whl
+export PYTHONPATH=/tmp/site:/tmp/site2:$PWD HF_HUB_OFFLINE=1 NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 shape=${SHAPE:-qwen2-8b}  # qwen2-tiny: try this script on a CPU (with --backend ring)

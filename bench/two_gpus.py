@@ -12,10 +12,15 @@ Why a fresh server every turn: a ranked server at rest still holds a collective 
 other ranks wait in an all-sum for rank 0's next word; ``mlx_lm.server``'s do the same), and
 under NCCL that is a kernel spinning on the other GPU, which would share that GPU with whatever
 is measured. So each round starts each system in turn (the order alternating), warms it,
-measures every level, and stops it (SIGTERM to rank 0). Per level and system: output and summed
-decode tok/s and TTFT p50 as median (min-max) over rounds, the per-round ratio to our one-GPU
-server, the step time (streams / decode tok/s) and, for our ranked servers, rank 0's metrics:
-the model's own collectives per sampled step and the command exchange per step.
+measures every level, and stops it (SIGTERM to rank 0). ``--keep-up`` starts each once and keeps
+all up instead: sound only where no idle system holds a GPU another one is measured on (one
+ranked system beside one-GPU ones on GPU 0: an idle one-GPU server runs no kernel), and much
+faster with a large model (a fresh start took ~30 s for an 8B model on the H200).
+
+Per level and system: output and summed decode tok/s and TTFT p50 as median (min-max) over
+rounds, the per-round ratio to our one-GPU server, the step time (streams / decode tok/s) and,
+for our ranked servers, rank 0's metrics: the model's own collectives per sampled step and the
+command exchange per step.
 
 Greedy check (first round): each system answers ``PROMPTS`` one at a time (temperature 0,
 ``--check-tokens`` tokens) and the report says how many match our one-GPU server's text.
@@ -24,6 +29,7 @@ Greedy check (first round): each system answers ``PROMPTS`` one at a time (tempe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -33,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,32 +124,77 @@ def greedy_texts(spec: servers.ServerSpec, max_tokens: int, ban: dict[str, int])
     return texts
 
 
-def turn(system: System, args: argparse.Namespace, model_dir: Path, repository: Path,
-         log_dir: Path, ban: dict[str, int], round_: int) -> None:
-    """Start the system, warm it, measure every level, stop it."""
+@contextlib.contextmanager
+def started(system: System, args: argparse.Namespace, model_dir: Path, repository: Path,
+            log_dir: Path, ban: dict[str, int],
+            round_: int) -> Iterator[tuple[servers.ServerSpec, int | None]]:
+    """Start the system, warm it, check its greedy texts once; stop it on the way out."""
     spec, metrics_port = _spec(system, args, model_dir, repository, round_)
-    started = time.perf_counter()
+    clock = time.perf_counter()
     # mlx_lm.server's other ranks never hear of rank 0's SIGTERM: they are killed after a while
     with serving(spec, log_dir, stop_timeout=120 if system.ours else 15):
-        system.ready_seconds.append(time.perf_counter() - started)
-        one_round(spec.port, spec.model, min(8, max(args.streams)), 8, ban)  # compile kernels
+        system.ready_seconds.append(time.perf_counter() - clock)
+        for streams in args.streams:  # a batch size's first steps can compile kernels: on the
+            one_round(spec.port, spec.model, streams, 4, ban)  # H200, 4-bit ones took seconds
         if system.texts is None:
-            system.texts = greedy_texts(spec, args.check_tokens, ban)
-        for streams in args.streams:
-            before = metrics(metrics_port, spec.model) if metrics_port else {}
-            repeats = args.single_repeats if streams == 1 else 1
-            runs = [one_round(spec.port, spec.model, streams, args.max_tokens, ban)
-                    for _ in range(repeats)]
-            row: dict[str, float | None] = {key: _median([r[key] for r in runs])
-                                            for key in runs[0]}
-            row["failed"] = sum(r["failed"] for r in runs)
-            if metrics_port and system.ranks > 1:
-                row.update(split_figures(before, metrics(metrics_port, spec.model)))
-            row["step"] = streams / row["decode"] if row.get("decode") else None
-            system.rows.setdefault(streams, []).append(row)
+            try:
+                system.texts = greedy_texts(spec, args.check_tokens, ban)
+            except OSError as exc:  # HTTP errors too: the server is broken, the rounds say how
+                print(f"{system.label}: greedy check failed: {exc}", flush=True)
+                system.texts = []
+        yield spec, metrics_port
     system.exit_codes.append(spec.exit_code)
     log = spec.log_path.read_text(errors="replace") if spec.log_path else ""
     system.aborts += log.count("terminate called")
+
+
+def measure(system: System, spec: servers.ServerSpec, metrics_port: int | None,
+            args: argparse.Namespace, ban: dict[str, int]) -> None:
+    """One round of every level on a running system."""
+    for streams in args.streams:
+        before = metrics(metrics_port, spec.model) if metrics_port else {}
+        repeats = args.single_repeats if streams == 1 else 1
+        runs = [one_round(spec.port, spec.model, streams, args.max_tokens, ban)
+                for _ in range(repeats)]
+        row: dict[str, float | None] = {key: _median([r[key] for r in runs]) for key in runs[0]}
+        row["failed"] = sum(r["failed"] for r in runs)
+        if metrics_port and system.ranks > 1:
+            row.update(split_figures(before, metrics(metrics_port, spec.model)))
+        row["step"] = streams / row["decode"] if row.get("decode") else None
+        system.rows.setdefault(streams, []).append(row)
+
+
+def _rounds(systems: list[System], args: argparse.Namespace, model_dir: Path,
+            repository: Path, log_dir: Path, ban: dict[str, int]) -> None:
+    live: dict[str, tuple[servers.ServerSpec, int | None]] = {}
+    with contextlib.ExitStack() as stack:
+        if args.keep_up:  # every system started once, up through all rounds
+            for system in systems:
+                _progress(f"starting {system.label}")
+                try:
+                    live[system.label] = stack.enter_context(started(
+                        system, args, model_dir, repository, log_dir, ban, 0))
+                except servers.ServerFailed as exc:
+                    print(f"{system.label} failed to start: {exc}", flush=True)
+            _report_greedy(systems)
+        first = args.first_round - 1
+        for r in range(first, first + args.rounds):
+            for system in (systems if r % 2 == 0 else systems[::-1]):
+                _progress(f"round {r + 1}: {system.label}")
+                try:
+                    if args.keep_up:
+                        if system.label in live:
+                            measure(system, *live[system.label], args, ban)
+                        continue
+                    with started(system, args, model_dir, repository, log_dir, ban,
+                                 r) as running:
+                        measure(system, *running, args, ban)
+                except servers.ServerFailed as exc:
+                    print(f"{system.label} failed in round {r + 1}: {exc}", flush=True)
+            if r == first and not args.keep_up:
+                _report_greedy(systems)
+            if args.json:
+                args.json.write_text(json.dumps([dataclasses.asdict(s) for s in systems]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-single", action="store_true",
                         help="also mlx_lm.server on one GPU")
     parser.add_argument("--log-dir", type=Path, help="keep the servers' logs here")
+    parser.add_argument("--keep-up", action="store_true",
+                        help="start each system once and keep all up (only where no idle "
+                             "system holds a GPU the others use: see the module's docstring)")
     parser.add_argument("--json", type=Path, help="write every row here, after each round")
     parser.add_argument("--report", type=Path, nargs="+",
                         help="print the report of these --json files, their rounds together")
@@ -189,17 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         repository = Path(tmp) / "repository"
         repository.mkdir()
-        for r in range(args.first_round - 1, args.first_round - 1 + args.rounds):
-            for system in (systems if r % 2 == 0 else systems[::-1]):
-                _progress(f"round {r + 1}: {system.label}")
-                try:
-                    turn(system, args, model_dir, repository, log_dir, ban, r)
-                except servers.ServerFailed as exc:
-                    print(f"{system.label} failed in round {r + 1}: {exc}", flush=True)
-            if system.texts is not None and r == args.first_round - 1:
-                _report_greedy(systems)
-            if args.json:
-                args.json.write_text(json.dumps([dataclasses.asdict(s) for s in systems]))
+        _rounds(systems, args, model_dir, repository, log_dir, ban)
         for streams in args.streams:
             _report(streams, systems)
         _report_starts(systems)
@@ -237,7 +282,7 @@ def _report_greedy(systems: list[System]) -> None:
     base = systems[0].texts
     print(f"\ngreedy, {len(PROMPTS)} prompts alone, texts equal to {BASE}'s:")
     for system in systems[1:]:
-        if base is None or system.texts is None:
+        if not base or not system.texts:
             print(f"  {system.label:>28}: not run")
             continue
         same = sum(a == b for a, b in zip(system.texts, base, strict=True))
