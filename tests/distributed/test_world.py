@@ -6,7 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from triton_mlx.distributed.world import ShardingError, check_divisible, check_shardable
+from triton_mlx.distributed.world import (
+    ShardingError,
+    check_divisible,
+    check_shardable,
+    explain_load_failure,
+)
 
 
 class Splittable:
@@ -39,3 +44,19 @@ def test_an_architecture_without_the_method_is_refused_naming_the_other_way():
         check_shardable(Whole(), "tensor")
     with pytest.raises(ShardingError, match="pipeline.*try --parallel tensor"):
         check_shardable(Whole(), "pipeline")
+
+
+def test_a_pipeline_on_cuda_without_send_says_to_use_tensor_parallelism():
+    # what MLX 0.32.4 raised on two H200s when mlx-lm's pipeline first sent activations
+    error = RuntimeError("Send has no CUDA implementation.")
+    explained = explain_load_failure("pipeline", error)
+    assert isinstance(explained, ShardingError)
+    assert "--parallel tensor" in str(explained) and "Send has no CUDA" in str(explained)
+
+
+@pytest.mark.parametrize("kind, error", [
+    ("tensor", RuntimeError("Send has no CUDA implementation.")),  # not a pipeline's failure
+    ("pipeline", RuntimeError("out of memory")),
+])
+def test_other_load_failures_are_left_as_they_are(kind, error):
+    assert explain_load_failure(kind, error) is None

@@ -40,7 +40,7 @@ import mlx.core as mx
 from triton_mlx.distributed.channel import Channel
 from triton_mlx.distributed.collective_clock import CollectiveClock
 from triton_mlx.distributed.watchdog import watchdog
-from triton_mlx.distributed.world import World
+from triton_mlx.distributed.world import World, explain_load_failure
 from triton_mlx.encoders.batching import EmbedJob
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.kv_budget import KVBudget
@@ -136,9 +136,12 @@ class LockstepEngine(Engine):
         failed = 0
         try:
             super()._load_model()
-        except Exception:
+        except Exception as exc:
             failed = 1
             _release(self.name)
+            explained = explain_load_failure(self.world.kind, exc)
+            if explained:
+                raise explained from exc
             raise
         finally:
             failures = self._count(failed)  # every rank reaches this, loaded or not

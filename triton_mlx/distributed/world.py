@@ -113,6 +113,18 @@ def check_divisible(model: Any, ranks: int) -> None:
                             "a number of ranks that divides them, or try --parallel pipeline")
 
 
+def explain_load_failure(kind: str, error: BaseException) -> ShardingError | None:
+    """A clearer error for a split that failed at load for a reason the user can act on, or
+    None. MLX 0.32's CUDA backend has no send/receive ("Send has no CUDA implementation"), and
+    mlx-lm's pipeline passes activations between ranks with them: on NVIDIA GPUs only tensor
+    parallelism runs (checked on two H200s)."""
+    if kind == "pipeline" and "has no CUDA implementation" in str(error):
+        return ShardingError(f"MLX {mx.__version__}'s CUDA backend cannot send or receive "
+                             f"between ranks, which a pipeline needs ({error}); on NVIDIA GPUs "
+                             "use --parallel tensor")
+    return None
+
+
 def shard(model: Any, world: World) -> None:
     """Keep only this rank's part of ``model`` (whose weights are not yet evaluated)."""
     check_shardable(model, world.kind)
