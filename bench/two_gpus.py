@@ -23,7 +23,9 @@ for our ranked servers, rank 0's metrics: the model's own collectives per sample
 command exchange per step.
 
 Greedy check (first round): each system answers ``PROMPTS`` one at a time (temperature 0,
-``--check-tokens`` tokens) and the report says how many match our one-GPU server's text.
+``--check-tokens`` tokens) and the report says how many match our one-GPU server's text, ends
+stripped (ours strips a reply's ends where the tokenizer's response template says to;
+``mlx_lm.server`` keeps the first token's space).
 """
 
 from __future__ import annotations
@@ -285,11 +287,16 @@ def _report_greedy(systems: list[System]) -> None:
         if not base or not system.texts:
             print(f"  {system.label:>28}: not run")
             continue
-        same = sum(a == b for a, b in zip(system.texts, base, strict=True))
-        first = next((i for i, (a, b) in enumerate(zip(system.texts, base, strict=True))
-                      if a != b), None)
-        where = "" if first is None else (
-            f" (prompt {first}: {base[first][:60]!r} vs {system.texts[first][:60]!r})")
+        pairs = [(a.strip(), b.strip()) for a, b in zip(system.texts, base, strict=True)]
+        same = sum(a == b for a, b in pairs)
+        first = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+        where = ""
+        if first is not None:
+            a, b = pairs[first]
+            at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                      min(len(a), len(b)))
+            where = (f" (prompt {first}, from character {at}: {b[max(0, at - 10):at + 30]!r} "
+                     f"vs {a[max(0, at - 10):at + 30]!r})")
         print(f"  {system.label:>28}: {same}/{len(PROMPTS)}{where}")
     sys.stdout.flush()
 
