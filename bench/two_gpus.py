@@ -62,6 +62,8 @@ from bench.stats import ratio_summary, show, show_ms, show_ratio, spread
 BASE = "ours, 1 GPU"
 PROMPTS = ["Write a haiku about the sea.", "List three prime numbers.",
            "Explain what a compiler does.", "Say hello in French and in German."]
+
+
 @dataclass
 class System:
     """One server under test: how to build its spec (fresh ports each turn) and its figures."""
