@@ -7,8 +7,9 @@ sampling (the same logits and the same random keys on every rank: rank 0 seeds e
 request that has no seed) agree without further talk.
 So once per turn of the engine loop, rank 0 sends the commands it took from its inbox (new
 requests with their tokens and parameters, cancellations, stop) over a ``Channel``, and every
-rank, rank 0 included, applies that list. Stop strings, disconnects and drains all reach rank
-0's inbox as cancellations or a stop, and so reach every rank.
+rank, rank 0 included, applies that list (while the batch runs, at the next turn: see
+``_drain_inbox``). Stop strings, disconnects and drains all reach rank 0's inbox as
+cancellations or a stop, and so reach every rank.
 
 What must be equal on every rank is made equal at load: the KV budget (the smallest of the
 ranks', at the largest bytes per token) decides admission the same way everywhere, and the
@@ -37,7 +38,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from triton_mlx.distributed.channel import Channel
+from triton_mlx.distributed.channel import Channel, Posted
 from triton_mlx.distributed.collective_clock import CollectiveClock
 from triton_mlx.distributed.watchdog import watchdog
 from triton_mlx.distributed.world import World, explain_load_failure
@@ -95,6 +96,7 @@ class LockstepEngine(Engine):
         self._next_id = 0
         self._no_reader: asyncio.AbstractEventLoop | None = None  # followers' embed jobs
         self._broken = False  # a collective failed
+        self._posted: tuple[Posted, list[tuple[str, Any]]] | None = None  # read next turn
         self.clock = CollectiveClock()  # the model's collectives, one step in 64
 
     # ----- load -----
@@ -181,12 +183,40 @@ class LockstepEngine(Engine):
             super()._step()
 
     def _drain_inbox(self, block: bool) -> bool:
-        """Rank 0: take the inbox's commands and send them; every rank: apply them."""
+        """Rank 0: take the inbox's commands and send them; every rank: apply them.
+
+        While the batch runs, a turn's exchange is posted (queued ahead of the step this turn
+        dispatches) and read, and its commands applied, at the start of the next turn: by
+        then the step before it is done, so reading waits for no step, and the engine builds
+        each step's graph while the GPU runs the previous one, as in one process. Commands
+        thus take effect one step later. Idle (``block``), rank 0 waits for work and the
+        exchange is read at once. Every rank takes the same branches: they depend only on
+        state and commands every rank shares."""
+        if self._posted is not None:
+            commands = self._read(self._posted)
+            self._posted = None
+            if not self._apply_all(commands):
+                return False
+            block = block and not commands
+        if block:
+            return self._apply_all(self._read(self._post(block=True)))
+        self._posted = self._post(block=False)
+        return True
+
+    def _post(self, block: bool) -> tuple[Posted, list[tuple[str, Any]]]:
+        if not self.world.leader:
+            return self.channel.post(), []
+        commands = self._take_inbox(block)
+        wire = [self._to_wire(kind, payload) for kind, payload in commands]
+        return self.channel.post(wire), commands
+
+    def _read(self, posted: tuple[Posted, list[tuple[str, Any]]]) -> list[tuple[str, Any]]:
+        message = self.channel.receive(posted[0])
         if self.world.leader:
-            commands = self._take_inbox(block)
-            self.channel.exchange([self._to_wire(kind, payload) for kind, payload in commands])
-        else:
-            commands = [self._from_wire(message) for message in self.channel.exchange()]
+            return posted[1]
+        return [self._from_wire(wire) for wire in message]
+
+    def _apply_all(self, commands: list[tuple[str, Any]]) -> bool:
         for kind, payload in commands:
             if not self._apply(kind, payload):
                 return False
@@ -228,8 +258,8 @@ class LockstepEngine(Engine):
             if self._register(streams) != message["id"]:
                 raise EngineError("ranks disagree on the requests they hold")
             return kind, streams
-        if kind == "cancel":
-            return kind, self._streams[message["id"]]
+        if kind == "cancel":  # None: it ended between rank 0 taking the cancel and now
+            return kind, self._streams.get(message["id"])
         if kind == "embed":  # the same forward passes; nobody reads these vectors
             if self._no_reader is None:
                 self._no_reader = asyncio.new_event_loop()  # never run
