@@ -297,11 +297,7 @@ def _report(streams: int, systems: list[System]) -> None:
         def column(key: str, rows: list[dict[str, float | None]] = rows) -> list[float | None]:
             return [row.get(key) for row in rows]
 
-        line = [f"  {system.label:>12}:", f"output {show(spread(column('output')))} tok/s",
-                f"decode {show(spread(column('decode')))} tok/s",
-                f"TTFT p50 {show_ms(spread(column('ttft')))}",
-                f"step {show_ms(spread(column('step')), 2)}",
-                f"failed {sum(row['failed'] or 0 for row in rows):.0f}"]
+        line = level_figures(f"  {system.label:>12}:", rows)
         if system.ranks > 1:
             ratio = ratio_summary(column("output"), [row["output"] for row in base])
             per_token = spread(column("per_token"))
@@ -315,6 +311,19 @@ def _report(streams: int, systems: list[System]) -> None:
                      f"{show(per_token, lambda v: f'{v:.3f}')} exchanges per token"]
         print("  ".join(line))
     sys.stdout.flush()
+
+
+def level_figures(label: str, rows: list[dict[str, float | None]]) -> list[str]:
+    """A system's figures at one level over its rounds: output, decode, TTFT, step, failed."""
+
+    def column(key: str) -> list[float | None]:
+        return [row.get(key) for row in rows]
+
+    return [label, f"output {show(spread(column('output')))} tok/s",
+            f"decode {show(spread(column('decode')))} tok/s",
+            f"TTFT p50 {show_ms(spread(column('ttft')))}",
+            f"step {show_ms(spread(column('step')), 2)}",
+            f"failed {sum(row['failed'] or 0 for row in rows):.0f}"]
 
 
 def collectives_text(seconds: list[float | None], shares: list[float | None]) -> str:

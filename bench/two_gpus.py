@@ -51,6 +51,7 @@ from bench.aiperf_run import eos_bias
 from bench.distributed import (
     collectives_text,
     launched,
+    level_figures,
     metrics,
     serving,
     split_figures,
@@ -312,11 +313,7 @@ def _report(streams: int, systems: list[System]) -> None:
         def column(key: str, rows: list[dict[str, float | None]] = rows) -> list[float | None]:
             return [row.get(key) for row in rows]
 
-        line = [f"  {system.label:>28}:", f"output {show(spread(column('output')))} tok/s",
-                f"decode {show(spread(column('decode')))} tok/s",
-                f"TTFT p50 {show_ms(spread(column('ttft')))}",
-                f"step {show_ms(spread(column('step')), 2)}",
-                f"failed {sum(row['failed'] or 0 for row in rows):.0f}"]
+        line = level_figures(f"  {system.label:>28}:", rows)
         if system is not systems[0] and rows and base:
             ratio = ratio_summary(column("output"), [row["output"] for row in base])
             line.append(f"output/{BASE} per round {show_ratio(ratio)}")
