@@ -1,7 +1,7 @@
 """Where our server's time goes at N streams: py-spy samples every thread while cases run.
 
 Usage: python -m bench.profile_server MODEL_DIR --streams 64 128 [--rounds 3] [--out DIR]
-       [--server-args '...']
+       [--server-args '...'] [--gil]
 
 For each stream count it starts our server (as ``python -m bench`` does), warms it up, then
 records the server process with py-spy (``--threads --idle``, 200 Hz) over ``rounds`` cases of
@@ -59,7 +59,7 @@ def summarise(raw: Path, top: int = 25) -> str:
 
 
 def profile(model_dir: Path, streams: int, rounds: int, max_tokens: int, out: Path,
-            server_args: list[str]) -> str:
+            server_args: list[str], gil: bool = False) -> str:
     tokenizer = load_tokenizer(model_dir)
     bias = workload.eos_ban(tokenizer)
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -71,9 +71,12 @@ def profile(model_dir: Path, streams: int, rounds: int, max_tokens: int, out: Pa
             clients.run_case(server.name, server.base_url, server.model,
                              workload.warmup_messages(min(streams, 4)), 4, bias, 120)
             pid = server.pid
-            raw = out / f"profile-{streams}.raw"
+            raw = out / f"profile-{streams}{'-gil' if gil else ''}.raw"
+            # --gil: only the thread holding the GIL is sampled, so the shares say who keeps
+            # the others (the engine thread building its next step) waiting for it
             spy = subprocess.Popen([spy_bin, "record", "-p", str(pid), "-o", str(raw), "-f", "raw",
-                                    "-r", "200", "--threads", "--idle", "--nonblocking"])
+                                    "-r", "200", "--threads", "--nonblocking",
+                                    *(["--gil"] if gil else ["--idle"])])
             time.sleep(1.0)  # py-spy attaches
             rates = []
             for r in range(rounds):
@@ -85,7 +88,8 @@ def profile(model_dir: Path, streams: int, rounds: int, max_tokens: int, out: Pa
             spy.wait(60)
         log = (Path(tmp) / f"{spec.name}.log").read_text(errors="replace")
     aborted = "terminate called" in log or "Abort" in log
-    header = (f"# {streams} streams, {max_tokens} tokens: output tok/s per round "
+    header = (f"# {streams} streams, {max_tokens} tokens{', GIL holders only' if gil else ''}: "
+              f"output tok/s per round "
               f"{', '.join(rates)}; server exit code after SIGTERM {spec.exit_code}"
               f"{' (C++ abort in its log)' if aborted else ''}")
     return header + "\n" + summarise(raw)
@@ -99,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("."))
     p.add_argument("--server-args", default="")
+    p.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for streams in args.streams:
         print(profile(args.model_dir.resolve(), streams, args.rounds, args.max_tokens, args.out,
-                      shlex.split(args.server_args)), flush=True)
+                      shlex.split(args.server_args), args.gil), flush=True)
     return 0
 
 

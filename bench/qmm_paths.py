@@ -1,0 +1,96 @@
+"""Two questions about MLX's CUDA backend that decide where issue 14's GPU engine goes next.
+
+1. A 4-bit matmul at M rows (``mx.quantized_matmul``) against dequantizing the weight and
+   multiplying in bf16, at Llama-3.2-1B's projection shapes: on the H200, 4-bit decode stopped
+   scaling past 64 streams for mlx-lm's raw ``BatchGenerator`` as for us (~1,900 tok/s at 64 and
+   at 128), so the 4-bit kernel at M > 1 is the suspect.
+2. The cost of a shape seen for the first time: a forward pass of a small llama at a prompt
+   length not seen before, then the same length again (kernels built on first use would show
+   as a first call many times slower than the second).
+
+``python -m bench.qmm_paths [--rows 1 16 64 128 256] [--repeats 20]``; prints one line per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import mlx.core as mx
+
+SHAPES = {"qkv/o 2048x2048": (2048, 2048), "gate/up 8192x2048": (8192, 2048),
+          "down 2048x8192": (2048, 8192)}
+
+
+def _time(fn, repeats: int) -> float:
+    """Median seconds of ``fn`` evaluated, after two warm-up calls."""
+    for _ in range(2):
+        mx.eval(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mx.eval(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _one_shape(name: str, w: mx.array, rows: list[int], repeats: int) -> None:
+    in_dim = w.shape[1]
+    wq, scales, biases = mx.quantize(w, group_size=64, bits=4)
+    mx.eval(wq, scales, biases)
+
+    def qmm(x: mx.array) -> mx.array:
+        return mx.quantized_matmul(x, wq, scales, biases, transpose=True, group_size=64, bits=4)
+
+    def dequantized(x: mx.array) -> mx.array:
+        return x @ mx.dequantize(wq, scales, biases, group_size=64, bits=4).T
+
+    for m in rows:
+        x = mx.random.normal((m, in_dim)).astype(mx.bfloat16)
+        mx.eval(x)
+        q, d, b = (_time(lambda f=f, x=x: f(x), repeats)
+                   for f in (qmm, dequantized, lambda x: x @ w.T))
+        print(f"{name:18s} M={m:4d}  qmm {q * 1e3:7.3f} ms  dequantize+matmul {d * 1e3:7.3f} ms"
+              f"  bf16 matmul {b * 1e3:7.3f} ms  qmm/dequant {q / d:5.2f}x", flush=True)
+
+
+def matmul_paths(rows: list[int], repeats: int) -> None:
+    for name, shape in SHAPES.items():
+        _one_shape(name, mx.random.normal(shape).astype(mx.bfloat16), rows, repeats)
+
+
+def first_shapes(lengths: list[int]) -> None:
+    from mlx_lm.models import llama
+
+    args = llama.ModelArgs(model_type="llama", hidden_size=2048, num_hidden_layers=4,
+                           intermediate_size=8192, num_attention_heads=32, rms_norm_eps=1e-5,
+                           vocab_size=32000, num_key_value_heads=8, head_dim=64,
+                           rope_theta=500000.0, tie_word_embeddings=True)
+    model = llama.Model(args)
+    model.set_dtype(mx.bfloat16)
+    mx.eval(model.parameters())
+    for n in lengths:
+        tokens = mx.array([[(7 * i) % 32000 for i in range(n)]])
+        spans = []
+        for _ in range(2):
+            start = time.perf_counter()
+            mx.eval(model(tokens))
+            spans.append(time.perf_counter() - start)
+        print(f"prompt length {n:4d}: first forward {spans[0] * 1e3:8.2f} ms, "
+              f"same length again {spans[1] * 1e3:8.2f} ms", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 16, 64, 128, 256])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[17, 31, 32, 45, 64, 97])
+    args = parser.parse_args(argv)
+    print(f"MLX {mx.__version__}, {mx.default_device()}", flush=True)
+    first_shapes(args.lengths)
+    matmul_paths(args.rows, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
