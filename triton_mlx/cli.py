@@ -114,7 +114,8 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="Memory budget for models and KV caches, in GB (default: the "
                    "device's limit). Sets MLX's memory limit; the auto runtime profile "
                    "dequantizes a model to float32 on a CPU only if its float32 weights fit "
-                   "it (default there: half of physical memory). Each model's KV caches get what "
+                   "it (default there: half of physical memory), and a quantized model on "
+                   "CUDA only if its dense weights fit half of it. Each model's KV caches get what "
                    "is left after its weights: requests wait until theirs fit, and one that "
                    "could never fit gets 400.")
     p.add_argument("--default-max-tokens", type=_int_at_least(1), default=256, metavar="N",
@@ -207,8 +208,12 @@ def serve_parser() -> argparse.ArgumentParser:
                    "memory of 4-bit weights. small: the weights as stored (quantized stays "
                    "quantized), float32 scales and norms. auto: fast when an optimized BLAS "
                    "is loaded and the float32 weights fit --max-memory-gb (else half of "
-                   "RAM), small otherwise. On a GPU every choice keeps the model's dtype. "
-                   "The choice and its reason are logged and shown in /v1/models/{id}.")
+                   "RAM), small otherwise. On a GPU, for quantized models only: fast "
+                   "dequantizes them to their scales' dtype (bfloat16/float16), small keeps "
+                   "them as stored, and auto dequantizes on CUDA (whose quantized matmul is "
+                   "slow with more than one row) when the dense weights fit half the memory "
+                   "budget, never on Metal. The choice and its reason are logged and shown in "
+                   "/v1/models/{id}.")
     return p
 
 

@@ -12,6 +12,8 @@ from triton_mlx.engine.runtime_profile import (
     apply_profile,
     choose_profile,
     dense_float32_bytes,
+    dequantize_layers,
+    dequantized_bytes,
     is_quantized,
     memory_budget_bytes,
     prepare_model,
@@ -22,17 +24,43 @@ MB = 1024**2
 
 
 def choose(requested="auto", *, on_gpu=False, blas=BLAS, quantized=True,
-           dense=538 * MB, budget=8 * 1024 * MB):
+           dense=538 * MB, budget=8 * 1024 * MB, cuda=False, dequantized=0):
     return choose_profile(requested, on_gpu=on_gpu, blas=blas, quantized=quantized,
-                          dense_float32_bytes=dense, budget_bytes=budget)
+                          dense_float32_bytes=dense, budget_bytes=budget, cuda=cuda,
+                          dequantized_bytes=dequantized)
 
 
+@pytest.mark.parametrize("cuda", [False, True])
 @pytest.mark.parametrize("requested", ["auto", "fast", "small"])
-def test_gpu_keeps_the_model_dtype_whatever_is_requested(requested):
-    profile = choose(requested, on_gpu=True, blas=None)
+def test_gpu_keeps_an_unquantized_model_as_stored_whatever_is_requested(requested, cuda):
+    profile = choose(requested, on_gpu=True, blas=None, quantized=False, cuda=cuda)
     assert (profile.name, profile.device, profile.weights) == ("gpu", "gpu", "as stored")
     assert not profile.warning
-    assert ("only changes CPU runs" in profile.reason) == (requested != "auto")
+    assert ("only changes quantized models" in profile.reason) == (requested != "auto")
+
+
+GPU_BUDGET = 16 * 1024 * MB  # dense weights must fit half of it
+
+
+@pytest.mark.parametrize("kwargs, name, words, warning", [
+    ({"cuda": True, "dequantized": 8 * 1024 * MB}, "gpu-dense", ["auto", "CUDA", "8.0 GiB"],
+     False),
+    ({"cuda": True, "dequantized": 8 * 1024 * MB + 1}, "gpu", ["auto", "would exceed"], False),
+    ({"cuda": False, "dequantized": MB}, "gpu", ["auto", "Metal"], False),
+    ({"cuda": True, "dequantized": MB, "requested": "small"}, "gpu", ["forced"], False),
+    ({"cuda": False, "dequantized": MB, "requested": "fast"}, "gpu-dense", ["forced"], False),
+    ({"cuda": True, "dequantized": 9 * 1024 * MB, "requested": "fast"}, "gpu-dense",
+     ["forced", "exceed"], True),
+])
+def test_gpu_choices_for_a_quantized_model(kwargs, name, words, warning):
+    profile = choose(on_gpu=True, blas=None, budget=GPU_BUDGET, **kwargs)
+    assert profile.name == name and profile.device == "gpu" and profile.warning is warning
+    for word in words:
+        assert word in profile.reason
+    if name == "gpu":
+        assert profile.weights == "as stored"
+    else:
+        assert profile.weights.startswith("quantized layers dequantized, ")
 
 
 @pytest.mark.parametrize("kwargs, name, words, warning", [
@@ -139,6 +167,58 @@ def test_cpu_small_keeps_half_precision_matrices_of_an_unquantized_model():
     assert model.model.embed_tokens.weight.dtype == mx.bfloat16
     assert layer.post_attention_layernorm.weight.dtype == mx.float32
     assert model.model.norm.weight.dtype == mx.float32
+
+
+def test_dequantized_bytes_counts_quantized_weights_in_their_scales_dtype():
+    model = tiny_llama(mx.bfloat16)
+    dense = sum(p.nbytes for p in params(model).values())
+    quantize(model)
+    assert model.model.layers[0].mlp.up_proj.scales.dtype == mx.bfloat16
+    assert dequantized_bytes(model) == dense
+    apply_profile(model, choose(on_gpu=True, cuda=True, dequantized=dense,
+                                budget=4 * dense))
+    assert not is_quantized(model)
+    assert sum(p.nbytes for p in params(model).values()) == dense
+
+
+def test_gpu_dense_dequantizes_in_the_scales_dtype_with_the_same_logits():
+    model = quantize(tiny_llama(mx.float16))
+    tokens = mx.array([[1, 5, 9, 17, 33]])
+    expected = model(tokens).astype(mx.float32)
+    profile = choose(on_gpu=True, cuda=True, dequantized=MB, budget=GPU_BUDGET)
+    assert profile.name == "gpu-dense"
+    apply_profile(model, profile)
+    assert not is_quantized(model)
+    assert isinstance(model.model.layers[0].self_attn.q_proj, nn.Linear)
+    assert model.model.layers[0].mlp.down_proj.weight.dtype == mx.float16
+    assert model.model.embed_tokens.weight.dtype == mx.float16
+    logits = model(tokens).astype(mx.float32)
+    relative = mx.abs(logits - expected).max() / mx.abs(expected).max()
+    assert relative.item() < 1e-2  # float16 accumulation in one path, not the other
+
+
+def test_dequantize_layers_makes_tensor_parallel_layers_dense_too():
+    from mlx.nn.layers.distributed import (
+        AllToShardedLinear,
+        ShardedToAllLinear,
+        shard_linear,
+    )
+
+    group = mx.distributed.init()  # one process: a group of one, whose all-sum is the identity
+    mx.random.seed(1)
+    block = nn.Module()
+    block.up = nn.QuantizedLinear(64, 128, bias=True, group_size=32, bits=4)
+    block.down = nn.QuantizedLinear(128, 64, bias=False, group_size=32, bits=4)
+    x = mx.random.normal((3, 64))
+    expected = block.down(block.up(x))
+    block.up = shard_linear(block.up, "all-to-sharded", group=group)
+    block.down = shard_linear(block.down, "sharded-to-all", group=group)
+    assert is_quantized(block)
+    dequantize_layers(block)
+    assert type(block.up) is AllToShardedLinear and type(block.down) is ShardedToAllLinear
+    assert not is_quantized(block)
+    assert block.up.weight.dtype == mx.float32 and "bias" in block.up
+    assert mx.allclose(block.down(block.up(x)), expected, atol=1e-4).item()
 
 
 def test_gpu_profile_converts_nothing():

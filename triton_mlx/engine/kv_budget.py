@@ -59,14 +59,14 @@ def measure_budget(model: Any, stream: Any, memory_budget_bytes: int | None,
     allocated = max(getattr(getattr(cache[0], "keys", None), "shape", (1, 1, 1))[2], 1)
     bytes_per_token = max(sum(c.nbytes for c in cache) // allocated, 1)
     del cache
-    total = memory_budget_bytes or _default_memory_budget()
+    total = memory_budget_bytes or default_memory_budget()
     free = int(total * (1 - HEADROOM)) - mx.get_active_memory()
     logger.info("model %s: %.0f MiB for KV caches (%d bytes per token, budget %.0f MiB)",
                 name, free / 2**20, bytes_per_token, total / 2**20)
     return KVBudget(bytes_per_token=bytes_per_token, budget_bytes=free)
 
 
-def _default_memory_budget() -> int:
+def default_memory_budget() -> int:
     """Without ``--max-memory-gb``: the GPU's recommended working set, else half the RAM."""
     info = mx.device_info()
     for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):

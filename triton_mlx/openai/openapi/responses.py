@@ -168,7 +168,7 @@ RUNTIME_PROFILE = {
     "required": ["name", "device", "weights", "blas", "reason", "warning"],
     "additionalProperties": False,
     "properties": {
-        "name": {"enum": ["gpu", "cpu-fast", "cpu-small"]},
+        "name": {"enum": ["gpu", "gpu-dense", "cpu-fast", "cpu-small"]},
         "device": {"enum": ["gpu", "cpu"]},
         "weights": {"type": "string"},
         "blas": nullable("string"),
