@@ -119,14 +119,16 @@ class PrefixCache:
     def store_all(self, entries: list[tuple[list[int], list[Any]]]) -> None:
         """Keep each (tokens, cache) pair; evicts to stay within bounds.
 
-        The caches are evaluated first, all in one go (one device sync, however many sequences
-        ended in the step): a sequence's cache taken out of the batch is a lazy copy of its
-        rows, which until evaluated keeps the whole batch's KV buffers alive, bytes that its
-        ``nbytes`` (and so the byte bound) does not count."""
+        The caches are queued for evaluation, all in one go: a sequence's cache taken out of the
+        batch is a lazy copy of its rows, which until evaluated keeps the whole batch's KV
+        buffers alive, bytes that its ``nbytes`` (and so the byte bound) does not count. Queued,
+        not waited for: a wait here would let the device run dry (the step dispatched just
+        before would have to finish first, and the next one is not built yet), and would hold
+        back the ending sequences' last tokens, which are delivered after this."""
         entries = [(tokens, cache) for tokens, cache in entries if tokens]
         if not self.enabled or not entries:
             return
-        mx.eval([c.state for _, cache in entries for c in cache])
+        mx.async_eval([c.state for _, cache in entries for c in cache])
         for tokens, cache in entries:
             self._cache.insert_cache(_KEY, list(tokens), cache)
 
