@@ -232,3 +232,19 @@ def test_prepare_model_reports_what_it_applied():
     model = quantize(tiny_llama())
     profile = prepare_model(model, "small", max_memory_gb=1.0)
     assert profile.name in ("cpu-small", "gpu") and is_quantized(model)
+
+
+@pytest.mark.parametrize("max_memory_gb, name", [(None, "gpu-dense"), (1e-4, "gpu")])
+def test_prepare_model_on_cuda_dequantizes_a_quantized_model_that_fits(monkeypatch,
+                                                                       max_memory_gb, name):
+    from triton_mlx.engine import kv_budget, runtime_profile
+
+    monkeypatch.setattr(runtime_profile, "on_gpu", lambda: True)
+    monkeypatch.setattr(runtime_profile, "on_cuda", lambda: True)
+    monkeypatch.setattr(kv_budget, "default_memory_budget", lambda: 8 * 1024 * MB)
+    model = quantize(tiny_llama(mx.float16))
+    profile = prepare_model(model, "auto", max_memory_gb=max_memory_gb)
+    assert profile.name == name
+    assert is_quantized(model) == (name == "gpu")
+    if name == "gpu-dense":
+        assert "4.0 GiB" in profile.reason  # half of the device's 8 GiB
