@@ -5,8 +5,9 @@ back to the host (``tolist``): a 16-layer model pays 16 device syncs per filter 
 extracted row. On MLX's CUDA backend a sync stops the host from queueing the next step while the
 device drains, so a step where several sequences finish paid dozens of them. Every layer of a
 batch is built, merged, extended and filtered together, so the layers hold the same left
-padding: it is read once, from the first layer, and applied to all. Batches with other cache
-types (sliding windows, recurrent state) keep mlx-lm's per-layer methods.
+padding: it is read once, from the first layer, and applied to all; and it is read as already
+computed, never derived and read at once, which would wait for the step in flight. Batches with
+other cache types (sliding windows, recurrent state) keep mlx-lm's per-layer methods.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ def filter_rows(caches: list[Any], keep: list[int]) -> None:
             cache.filter(keep)
         return
     index = mx.array(keep)
-    left_padding = caches[0].left_padding[index]
-    shift = min(left_padding.tolist())  # the one host read
+    shift = min(_host_padding(caches)[i] for i in keep)
     for cache in caches:
         if cache.keys is not None:
             cache.keys = cache.keys[index]
@@ -43,6 +43,7 @@ def filter_rows(caches: list[Any], keep: list[int]) -> None:
                 cache.values = cache.values[..., shift:, :]
             cache._idx -= shift
             cache.left_padding = cache.left_padding - shift
+    settle_padding(caches)
 
 
 def extract_rows(caches: list[Any], rows: list[int]) -> list[list[Any]]:
@@ -52,7 +53,7 @@ def extract_rows(caches: list[Any], rows: list[int]) -> list[list[Any]]:
         return []
     if not uniform(caches):
         return [[c.extract(i) for c in caches] for i in rows]
-    padding = caches[0].left_padding.tolist()  # the one host read
+    padding = _host_padding(caches)
     out = []
     for i in rows:
         layers = []
@@ -64,3 +65,19 @@ def extract_rows(caches: list[Any], rows: list[int]) -> list[list[Any]]:
             layers.append(single)
         out.append(layers)
     return out
+
+
+def settle_padding(caches: list[Any]) -> None:
+    """Queue the evaluation of a batch's new left padding as soon as it changes (filtered,
+    extended), so that the next host read of it (``_host_padding``) finds it computed with the
+    step it was queued before, instead of waiting for the step in flight behind it."""
+    if uniform(caches):
+        mx.async_eval(caches[0].left_padding)
+
+
+def _host_padding(caches: list[Any]) -> list[int]:
+    """The batch's left padding on the host: the one host read of a row operation. It reads
+    the padding as it is, computed already (``settle_padding``): a padding derived here and
+    read at once would wait for the whole step in flight, leaving the device idle while the
+    next step is built, on every step where a sequence ends."""
+    return caches[0].left_padding.tolist()

@@ -126,6 +126,7 @@ class DecodeBatch:
         else:
             for mine, theirs in zip(self.prompt_cache, batch.prompt_cache, strict=True):
                 mine.extend(theirs)
+            batch_caches.settle_padding(self.prompt_cache)
         self.tokens.extend(batch.tokens)
         self.max_tokens.extend(batch.max_tokens)
         self._rows.extend(batch._rows)
