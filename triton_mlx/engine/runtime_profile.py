@@ -5,7 +5,7 @@
   dtype (bfloat16 or float16). MLX 0.32's CUDA quantized matmul is slow with more than one
   row: on an H200, mlx-lm's own ``BatchGenerator`` decoded a 4-bit Llama-3.2-1B at ~1,900 tok/s
   at 64 streams and no faster at 128, where the bf16 model passes 4,000; a 4-bit 8B model's
-  step took 59 ms at 16 streams against 15 ms in bf16 (``bench/qmm_paths.py`` times the two
+  step took 59 ms at 16 streams against 15 ms in bf16 (``bench/cuda_probe.py`` times the two
   matmuls alone). It costs memory (four times the 4-bit weights), so ``auto`` takes it only when
   the dense weights fit half the memory budget. On Metal, whose quantized kernels are fast,
   ``auto`` keeps the weights as stored.

@@ -5,10 +5,14 @@
    scaling past 64 streams for mlx-lm's raw ``BatchGenerator`` as for us (~1,900 tok/s at 64 and
    at 128), so the 4-bit kernel at M > 1 is the suspect.
 2. The cost of a shape seen for the first time: a forward pass of a small llama at a prompt
-   length not seen before, then the same length again (kernels built on first use would show
-   as a first call many times slower than the second).
+   length not seen before, then the same length again, then the same length after a cached
+   prefix (a new attention shape: the keys are longer than the queries). Work built per shape
+   on first use (kernels, attention plans) would show as first calls many times slower than
+   the second. On the H200 the first of five profiled rounds ran at half the speed of the
+   others, and launching prefill took a fifth of the engine thread's time at one stream.
 
-``python -m bench.qmm_paths [--rows 1 16 64 128 256] [--repeats 20]``; prints one line per case.
+``python -m bench.cuda_probe [--rows 1 16 64 128 256] [--repeats 20] [--lengths 17 31 ...]``;
+prints one line per case.
 """
 
 from __future__ import annotations
@@ -70,15 +74,22 @@ def first_shapes(lengths: list[int]) -> None:
     model = llama.Model(args)
     model.set_dtype(mx.bfloat16)
     mx.eval(model.parameters())
+    from mlx_lm.models.cache import make_prompt_cache
+
+    prefix = mx.array([[(3 * i) % 32000 for i in range(100)]])
     for n in lengths:
         tokens = mx.array([[(7 * i) % 32000 for i in range(n)]])
         spans = []
-        for _ in range(2):
+        for cached in (False, False, True):
+            cache = make_prompt_cache(model)
+            if cached:  # 100 tokens already in the cache: queries n long, keys 100 + n
+                mx.eval(model(prefix, cache=cache), [c.state for c in cache])
             start = time.perf_counter()
-            mx.eval(model(tokens))
+            mx.eval(model(tokens, cache=cache))
             spans.append(time.perf_counter() - start)
-        print(f"prompt length {n:4d}: first forward {spans[0] * 1e3:8.2f} ms, "
-              f"same length again {spans[1] * 1e3:8.2f} ms", flush=True)
+        print(f"prompt length {n:4d}: first forward {spans[0] * 1e3:8.2f} ms, same length "
+              f"again {spans[1] * 1e3:8.2f} ms, after a 100-token prefix {spans[2] * 1e3:8.2f} "
+              "ms", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
