@@ -248,3 +248,11 @@ def test_prepare_model_on_cuda_dequantizes_a_quantized_model_that_fits(monkeypat
     assert is_quantized(model) == (name == "gpu")
     if name == "gpu-dense":
         assert "4.0 GiB" in profile.reason  # half of the device's 8 GiB
+
+
+def test_on_cuda_is_false_here_and_without_mlx_cuda(monkeypatch):
+    from triton_mlx.engine import runtime_profile
+
+    assert runtime_profile.on_cuda() is False  # this machine: MLX's CPU backend
+    monkeypatch.delattr(mx, "cuda", raising=False)
+    assert runtime_profile.on_cuda() is False

@@ -191,10 +191,11 @@ def on_gpu() -> bool:
 
 
 def on_cuda() -> bool:
-    """True when that GPU is MLX's CUDA backend."""
+    """True when that GPU is MLX's CUDA backend (``mx.cuda`` is absent from older builds)."""
     import mlx.core as mx
 
-    return mx.cuda.is_available()
+    cuda = getattr(mx, "cuda", None)
+    return bool(cuda is not None and cuda.is_available())
 
 
 def _is_quantized_layer(module: Any) -> bool:
