@@ -45,11 +45,7 @@ class Channel:
         start = time.perf_counter()
         payload = json.dumps(message, separators=(",", ":")).encode() if self.leader else b""
         block = array("i", [len(payload)]) + _words(payload[:_FIRST], BLOCK_WORDS - 1)
-        # On the calling thread's default stream, the model's: the exchange runs after the
-        # step queued before it, in the same order on every rank. On another stream the two
-        # could overlap, and their collectives interleave differently on each rank.
-        summed = mx.distributed.all_sum(mx.array(block.tolist(), dtype=mx.int32),
-                                        group=self.group)
+        summed = self._sum(block)
         mx.async_eval(summed)
         self.seconds += time.perf_counter() - start
         return Posted(summed, payload, message)
@@ -70,9 +66,14 @@ class Channel:
         return posted.message if self.leader else json.loads(data)
 
     def _all_sum(self, words: array) -> array:
-        summed = mx.distributed.all_sum(mx.array(words.tolist(), dtype=mx.int32),
-                                        group=self.group)
-        return array("i", summed.tolist())
+        return array("i", self._sum(words).tolist())
+
+    def _sum(self, words: array) -> mx.array:
+        # On the calling thread's default stream, the model's: the exchange runs after the
+        # step queued before it, in the same order on every rank. On another stream the two
+        # could overlap, and their collectives interleave differently on each rank.
+        return mx.distributed.all_sum(mx.array(words.tolist(), dtype=mx.int32),
+                                      group=self.group)
 
 
 @dataclass
