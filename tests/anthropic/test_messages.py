@@ -209,8 +209,9 @@ def test_a_full_queue_is_a_529_overloaded_error(tiny_repository, start_server):
 
 
 def _long() -> dict:
+    """A stream that runs all 400 tokens: greedy, since sampling can draw an early EOS."""
     return {"model": TINY, "max_tokens": 400, "messages": HI, "stream": True,
-            "stop_sequences": ["\x00"]}
+            "stop_sequences": ["\x00"], **GREEDY}
 
 
 def _send(port: int, body: dict) -> socket.socket:
