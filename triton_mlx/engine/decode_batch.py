@@ -10,10 +10,12 @@ bound by the host launching its kernels, so every per-row operation costs time. 
 
 - logit bias and ``min_tokens`` go on the whole batch in one scatter each; only rows with
   penalties, which need their own token history, are processed row by row;
-- greedy rows are sampled with one argmax; only rows with a sampler of their own (temperature,
-  seeds) are sampled one by one;
-- log probabilities stay one (batch, vocabulary) array: the rows that asked for logprobs get
-  their token's value and top alternatives in one gather, computed with the step;
+- greedy rows are sampled with one argmax over the logits; only rows with a sampler of their
+  own (temperature, seeds) are sampled one by one;
+- log probabilities are computed only for the rows that read them (samplers, logprobs), not
+  for the whole batch as mlx-lm does: on a CPU the exponentials of a (64, 49k) batch cost as
+  much as a small model's forward pass. The rows that asked for logprobs get their token's
+  value and top alternatives in one gather, computed with the step;
 - a lone sequence decodes on plain per-layer caches (mlx-lm's ``KVCache``: no mask, scalar
   offsets), which is ``generate_step``'s own path; the caches become batch caches again when
   another sequence joins. Only models whose caches are all ``BatchKVCache`` go lone.
@@ -226,11 +228,10 @@ class DecodeBatch:
         logits, contexts = self._process(plan, inputs, logits, 0 if first else 1)
         if self.constraints is not None:  # the one grammar mask of the step
             logits = self.constraints.apply(self.uids, inputs, logits)
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        sampled = self._sample(plan, logprobs)
+        sampled = self._sample(plan, logits)
 
         self._next_tokens = sampled
-        self._next_logprobs = self._logprob_rows(plan, logprobs, sampled)
+        self._next_logprobs = self._logprob_rows(plan, logits, sampled)
         mx.async_eval(sampled, *contexts, *(a for _, arrays in self._next_logprobs
                                              for a in arrays))
 
@@ -267,24 +268,28 @@ class DecodeBatch:
                 logits = logits.at[rows, ids].add(-mx.inf)
         return logits, contexts
 
-    def _sample(self, plan: _StepPlan, logprobs: mx.array) -> mx.array:
-        """Greedy rows in one argmax; rows with their own sampler one by one."""
+    def _sample(self, plan: _StepPlan, logits: mx.array) -> mx.array:
+        """Greedy rows in one argmax over the logits; rows with their own sampler one by one,
+        each given its row's log probabilities (mlx-lm's samplers take those)."""
         if not plan.sampled_rows:
-            return mx.argmax(logprobs, axis=-1)
-        own = [self._rows[i].sampler(logprobs[i : i + 1]) for i in plan.sampled_rows]
-        if len(plan.sampled_rows) == len(self.uids):
+            return mx.argmax(logits, axis=-1)
+        every = len(plan.sampled_rows) == len(self.uids)
+        logprobs = _log_softmax(logits if every else logits[plan.sampled_index])
+        own = [self._rows[i].sampler(logprobs[j : j + 1])
+               for j, i in enumerate(plan.sampled_rows)]
+        if every:
             return mx.concatenate(own, axis=0)
-        sampled = mx.argmax(logprobs, axis=-1)
+        sampled = mx.argmax(logits, axis=-1)
         sampled[plan.sampled_index] = mx.concatenate(own, axis=0).astype(sampled.dtype)
         return sampled
 
-    def _logprob_rows(self, plan: _StepPlan, logprobs: mx.array,
+    def _logprob_rows(self, plan: _StepPlan, logits: mx.array,
                       sampled: mx.array) -> _Pending:
         """For the rows that asked: the sampled token's log probability and the top ones."""
         if not plan.logprob_rows:
             return []
         index = plan.logprob_index
-        rows = logprobs[index]
+        rows = _log_softmax(logits[index])
         chosen = mx.take_along_axis(rows, sampled[index][:, None], axis=-1)[:, 0]
         uids = [(self.uids[i], self._rows[i].logprobs or 0) for i in plan.logprob_rows]
         if plan.top == 0:
@@ -313,6 +318,13 @@ class _StepPlan:
         self.logprob_rows = [i for i, row in enumerate(rows) if row.logprobs is not None]
         self.logprob_index = mx.array(self.logprob_rows) if self.logprob_rows else None
         self.top = max((rows[i].logprobs or 0 for i in self.logprob_rows), default=0)
+
+
+def _log_softmax(logits: mx.array) -> mx.array:
+    """Log probabilities of each row, for the rows that read them: never the whole batch's
+    logits unasked, since on a CPU the exponentials of a (64, 49k) batch take as long as the
+    model's forward pass."""
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 
 def _read_logprobs(
