@@ -6,11 +6,11 @@ Each ``--code`` folder holds a ``triton_mlx`` package; every server runs from it
 ``-m triton_mlx`` imports that copy) on the same model, all up at once. Each round sends N
 concurrent streaming chat requests (each with a prompt of its own, every special token banned
 so each runs to ``--max-tokens``) to each server in turn, alternating the order, from client
-processes of 64 streams each (plain sockets, so the client costs little beside the server). It
-prints, per level, each version's output tok/s (completion tokens over the round's wall time,
-prefill included; tokens counted from the ``usage`` chunk, since a stream may carry several
-tokens in one event), summed decode tok/s and TTFT p50, as median (min-max), and the
-per-round ratio of each version to the first.
+processes of 64 streams each (plain sockets, so the client costs little beside the server);
+greedy, or unseeded at ``--temperature``. It prints, per level, each version's output tok/s
+(completion tokens over the round's wall time, prefill included; tokens counted from the
+``usage`` chunk, since a stream may carry several tokens in one event), summed decode tok/s
+and TTFT p50, as median (min-max), and the per-round ratio of each version to the first.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from bench.stats import times
 STREAMS_PER_PROCESS = 64
 
 
-def _request(model: str, index: int, max_tokens: int, ban: dict[str, int]) -> bytes:
+def _request(model: str, index: int, max_tokens: int, ban: dict[str, int],
+             temperature: float = 0.0) -> bytes:
     body = json.dumps({
-        "model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+        "model": model, "max_tokens": max_tokens, "temperature": temperature, "stream": True,
         "stream_options": {"include_usage": True}, "logit_bias": ban,
         "messages": [{"role": "user", "content":
                       f"Request {index}: write story number {index * 7919} about topic {index}."}],
@@ -74,8 +75,8 @@ def _client(port: int, payloads: list[bytes], barrier: Any, out: Any) -> None:
 
 
 def one_round(port: int, model: str, streams: int, max_tokens: int,
-              ban: dict[str, int]) -> dict[str, float]:
-    payloads = [_request(model, i, max_tokens, ban) for i in range(streams)]
+              ban: dict[str, int], temperature: float = 0.0) -> dict[str, float]:
+    payloads = [_request(model, i, max_tokens, ban, temperature) for i in range(streams)]
     parts = [payloads[i : i + STREAMS_PER_PROCESS]
              for i in range(0, streams, STREAMS_PER_PROCESS)]
     ctx = multiprocessing.get_context("fork")
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server-args", default="", help="for every version's server")
     parser.add_argument("--log-dir", type=Path, help="keep the servers' logs here")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="sample every request at this temperature, unseeded (default 0: "
+                             "greedy)"),
     parser.add_argument("--version-args", action="append", default=[], metavar="LABEL=ARGS",
                         help="more arguments for one version's server, e.g. "
                              "'nocache=--prefix-cache-mb 0' (the same code may run twice)")
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                 for label, _ in (versions if r % 2 == 0 else versions[::-1]):
                     spec = specs[label]
                     figures[label].append(one_round(spec.port, spec.model, streams,
-                                                    args.max_tokens, ban))
+                                                    args.max_tokens, ban, args.temperature))
             _report(streams, versions, figures)
 
 

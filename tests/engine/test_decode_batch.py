@@ -159,3 +159,31 @@ def test_a_sampling_row_beside_greedy_rows_keeps_its_seeded_draws(loaded):
     assert together == solo
     for text, tokens in zip(["The quick", "def add"], greedy, strict=True):
         assert tokens == [t for t, _ in alone(model, tokenizer.encode(text), 8)]
+
+
+def test_unseeded_rows_draw_together_each_at_its_own_temperature_and_filters(loaded):
+    """Unseeded rows of one set of filters share one draw (``SharedDraw``), yet each keeps its
+    own temperature, and rows of other filters, greedy rows and seeded rows keep theirs."""
+    model, tokenizer = loaded
+    texts = ["Hello", "The quick", "def add", "Once upon"]
+    expected = {text: [t for t, _ in alone(model, tokenizer.encode(text), 10)] for text in texts}
+    seeded = SamplingParams(temperature=1.0, seed=99)
+    generator = new_generator(model)
+    cold = insert(generator, model, tokenizer,  # near zero temperature: the argmax
+                  request(tokenizer, "Hello", 10, SamplingParams(temperature=1e-4)))
+    hot = insert(generator, model, tokenizer,  # same filters (none), near uniform
+                 request(tokenizer, "The quick", 10, SamplingParams(temperature=100.0)))
+    top1 = insert(generator, model, tokenizer,  # other filters: the top token only
+                  request(tokenizer, "def add", 10, SamplingParams(temperature=5.0, top_k=1)))
+    greedy = insert(generator, model, tokenizer, request(tokenizer, "Once upon", 10))
+    own = insert(generator, model, tokenizer, request(tokenizer, "Hello", 10, seeded))
+    got, _ = run(generator, [cold, hot, top1, greedy, own])
+    tokens = {uid: [t for t, _ in got[uid]] for uid in got}
+    assert tokens[cold] == expected["Hello"]
+    assert tokens[top1] == expected["def add"]
+    assert tokens[greedy] == expected["Once upon"]
+    assert tokens[hot] != expected["The quick"]  # drawn, not the argmax
+
+    solo = new_generator(model)  # the seeded row's draws do not depend on its companions
+    alone_uid = insert(solo, model, tokenizer, request(tokenizer, "Hello", 10, seeded))
+    assert [t for t, _ in run(solo, [alone_uid])[0][alone_uid]] == tokens[own]

@@ -43,7 +43,7 @@ class Fault:
                 [*real(params, length), self._raiser()] if params.frequency_penalty == 0.125
                 else real(params, length)))
         elif where == "sampler":
-            self.marker = {"temperature": 0.875}
+            self.marker = {"temperature": 0.875, "seed": 5}  # seeded: a sampler of its own
             real_sampler = sampling.make_sampler
             monkeypatch.setattr(sampling, "make_sampler", lambda params, vocab: (
                 self._raiser() if params.temperature == 0.875 else real_sampler(params, vocab)))

@@ -185,3 +185,25 @@ def test_every_accepted_seed_samples_and_repeats(seed):
                 for _ in range(2)]
     first, second = ([int(sample(logits).item()) for _ in range(5)] for sample in samplers)
     assert first == second
+
+
+def test_only_unseeded_sampling_shares_a_draw():
+    assert sampling.shared_draw(SamplingParams(temperature=0.0), VOCAB) is None
+    assert sampling.shared_draw(SamplingParams(temperature=1.0, seed=3), VOCAB) is None
+    shared = sampling.shared_draw(SamplingParams(temperature=0.7, top_k=VOCAB, min_p=0.1), VOCAB)
+    assert shared == sampling.SharedDraw(0.7, sampling.Filters(min_p=0.1))  # top_k=VOCAB: off
+
+
+def test_a_shared_draw_scales_each_row_by_its_own_temperature(drawn_from):
+    logits = np.concatenate([random_logits(11), random_logits(12)])
+    sampling.draw_rows(mx.array(logits), mx.array([[1 / 0.5], [1 / 2.0]]), sampling.Filters())
+    np.testing.assert_allclose(drawn_from.pop(), logits / np.array([[0.5], [2.0]]), rtol=1e-5)
+
+
+def test_a_shared_draw_with_top_p_filters_each_row_on_its_probabilities(drawn_from):
+    logits = np.concatenate([random_logits(13), random_logits(14)]) + np.array([[40.0], [-40.0]])
+    sampling.draw_rows(mx.array(logits), mx.array([[1.0], [1.0]]), sampling.Filters(top_p=0.5))
+    for row, got in zip(logits, drawn_from.pop(), strict=True):
+        expected = draw(SamplingParams(temperature=1.0, top_p=0.5), log_softmax(row[None]),
+                        drawn_from)
+        np.testing.assert_allclose(got, expected[0], rtol=1e-5)

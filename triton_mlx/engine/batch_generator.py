@@ -59,10 +59,12 @@ def insert(generator: ConstrainedGenerator, request: GenerationRequest, cache: l
     prompt = list(request.prompt_tokens)
     trap = FaultTrap()
     params = request.sampling
-    sampler = sampling.make_sampler(params, vocab_size)
+    draw = sampling.shared_draw(params, vocab_size)
+    sampler = greedy_sampler if draw else sampling.make_sampler(params, vocab_size)
     settings = RowSettings(
         trap=trap,
         sampler=None if sampler is greedy_sampler else trap.sampler(sampler),
+        draw=draw,
         logit_bias=dict(params.logit_bias),
         penalties=trap.processors(sampling.make_logits_processors(params, len(prompt))),
         logprobs=request.logprobs,

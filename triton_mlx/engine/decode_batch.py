@@ -10,8 +10,9 @@ bound by the host launching its kernels, so every per-row operation costs time. 
 
 - logit bias and ``min_tokens`` go on the whole batch in one scatter each; only rows with
   penalties, which need their own token history, are processed row by row;
-- greedy rows are sampled with one argmax over the logits; only rows with a sampler of their
-  own (temperature, seeds) are sampled one by one;
+- greedy rows are sampled with one argmax over the logits, unseeded sampling rows in one draw
+  per set of filters (``SharedDraw``: each row at its own temperature); only seeded rows, which
+  own their random keys, are sampled one by one;
 - log probabilities are computed only for the rows that read them (samplers, logprobs), not
   for the whole batch as mlx-lm does: on a CPU the exponentials of a (64, 49k) batch cost as
   much as a small model's forward pass. The rows that asked for logprobs get their token's
@@ -35,6 +36,7 @@ from mlx_lm.models.cache import BatchKVCache, KVCache, TokenBuffer
 
 from triton_mlx.engine import batch_caches
 from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
+from triton_mlx.engine.sampling import Filters, SharedDraw, draw_rows
 from triton_mlx.engine.types import Logprob
 
 _Pending = list[tuple[list[tuple[int, int]], tuple[mx.array, ...]]]
@@ -47,7 +49,9 @@ class RowSettings:
 
     trap: FaultTrap
     sampler: Sampler | None = None
-    """None: greedy (argmax with the rest of the batch)."""
+    """A seeded row's own sampler; None: greedy (argmax with the rest of the batch) or ``draw``."""
+    draw: SharedDraw | None = None
+    """An unseeded row's sampling, drawn with the batch's rows of the same filters."""
     logit_bias: dict[int, float] = field(default_factory=dict)
     penalties: list[LogitsProcessor] = field(default_factory=list)
     """Processors that need the sequence's tokens so far; applied row by row."""
@@ -269,19 +273,26 @@ class DecodeBatch:
         return logits, contexts
 
     def _sample(self, plan: _StepPlan, logits: mx.array) -> mx.array:
-        """Greedy rows in one argmax over the logits; rows with their own sampler one by one,
-        each given its row's log probabilities (mlx-lm's samplers take those)."""
-        if not plan.sampled_rows:
-            return mx.argmax(logits, axis=-1)
-        every = len(plan.sampled_rows) == len(self.uids)
-        logprobs = _log_softmax(logits if every else logits[plan.sampled_index])
-        own = [self._rows[i].sampler(logprobs[j : j + 1])
-               for j, i in enumerate(plan.sampled_rows)]
-        if every:
-            return mx.concatenate(own, axis=0)
+        """Greedy rows in one argmax over the logits, unseeded rows in one draw per set of
+        filters, rows with a sampler of their own one by one, each given its row's log
+        probabilities (mlx-lm's samplers take those)."""
+        whole = len(self.uids)
+        if len(plan.draws) == 1 and len(plan.draws[0].rows) == whole:
+            return plan.draws[0].draw(logits)  # every row draws alike: no argmax to overwrite
+        if plan.sampled_rows and len(plan.sampled_rows) == whole:
+            return self._own(plan, _log_softmax(logits))
         sampled = mx.argmax(logits, axis=-1)
-        sampled[plan.sampled_index] = mx.concatenate(own, axis=0).astype(sampled.dtype)
+        for group in plan.draws:
+            sampled[group.index] = group.draw(logits[group.index]).astype(sampled.dtype)
+        if plan.sampled_rows:
+            own = self._own(plan, _log_softmax(logits[plan.sampled_index]))
+            sampled[plan.sampled_index] = own.astype(sampled.dtype)
         return sampled
+
+    def _own(self, plan: _StepPlan, logprobs: mx.array) -> mx.array:
+        """The seeded rows' draws, each by its own sampler (``logprobs``: theirs, in order)."""
+        return mx.concatenate([self._rows[i].sampler(logprobs[j : j + 1])
+                               for j, i in enumerate(plan.sampled_rows)], axis=0)
 
     def _logprob_rows(self, plan: _StepPlan, logits: mx.array,
                       sampled: mx.array) -> _Pending:
@@ -315,9 +326,30 @@ class _StepPlan:
         self.min_rows = [i for i, row in enumerate(rows) if row.min_tokens > 0]
         self.sampled_rows = [i for i, row in enumerate(rows) if row.sampler is not None]
         self.sampled_index = mx.array(self.sampled_rows) if self.sampled_rows else None
+        alike: dict[Filters, list[int]] = {}
+        for i, row in enumerate(rows):
+            if row.draw is not None:
+                alike.setdefault(row.draw.filters, []).append(i)
+        self.draws = [_DrawGroup(members, filters, [rows[i].draw.temperature for i in members])
+                      for filters, members in alike.items()]
         self.logprob_rows = [i for i, row in enumerate(rows) if row.logprobs is not None]
         self.logprob_index = mx.array(self.logprob_rows) if self.logprob_rows else None
         self.top = max((rows[i].logprobs or 0 for i in self.logprob_rows), default=0)
+
+
+class _DrawGroup:
+    """The unseeded rows that share one set of filters: drawn together, each at its own
+    temperature."""
+
+    def __init__(self, rows: list[int], filters: Filters, temperatures: list[float]) -> None:
+        self.rows = rows
+        self.index = mx.array(rows)
+        self.filters = filters
+        self.inverse_temperatures = mx.array([[1.0 / t] for t in temperatures])
+
+    def draw(self, logits: mx.array) -> mx.array:
+        """One token per row of ``logits`` (this group's rows, in order)."""
+        return draw_rows(logits, self.inverse_temperatures, self.filters)
 
 
 def _log_softmax(logits: mx.array) -> mx.array:
