@@ -7,7 +7,7 @@ Each ``--code`` folder holds a ``triton_mlx`` package; every server runs from it
 concurrent streaming chat requests (each with a prompt of its own, every special token banned
 so each runs to ``--max-tokens``) to each server in turn, alternating the order, from client
 processes of 64 streams each (plain sockets, so the client costs little beside the server);
-greedy, or unseeded at ``--temperature``. It prints, per level, each version's output tok/s
+greedy, or as ``--sampling`` says. It prints, per level, each version's output tok/s
 (completion tokens over the round's wall time, prefill included; tokens counted from the
 ``usage`` chunk, since a stream may carry several tokens in one event), summed decode tok/s
 and TTFT p50, as median (min-max), and the per-round ratio of each version to the first.
@@ -36,12 +36,13 @@ STREAMS_PER_PROCESS = 64
 
 
 def _request(model: str, index: int, max_tokens: int, ban: dict[str, int],
-             temperature: float = 0.0) -> bytes:
+             sampling: dict[str, Any] | None = None) -> bytes:
     body = json.dumps({
-        "model": model, "max_tokens": max_tokens, "temperature": temperature, "stream": True,
+        "model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
         "stream_options": {"include_usage": True}, "logit_bias": ban,
         "messages": [{"role": "user", "content":
                       f"Request {index}: write story number {index * 7919} about topic {index}."}],
+        **(sampling or {}),
     }).encode()
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
@@ -75,8 +76,8 @@ def _client(port: int, payloads: list[bytes], barrier: Any, out: Any) -> None:
 
 
 def one_round(port: int, model: str, streams: int, max_tokens: int,
-              ban: dict[str, int], temperature: float = 0.0) -> dict[str, float]:
-    payloads = [_request(model, i, max_tokens, ban, temperature) for i in range(streams)]
+              ban: dict[str, int], sampling: dict[str, Any] | None = None) -> dict[str, float]:
+    payloads = [_request(model, i, max_tokens, ban, sampling) for i in range(streams)]
     parts = [payloads[i : i + STREAMS_PER_PROCESS]
              for i in range(0, streams, STREAMS_PER_PROCESS)]
     ctx = multiprocessing.get_context("fork")
@@ -108,9 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server-args", default="", help="for every version's server")
     parser.add_argument("--log-dir", type=Path, help="keep the servers' logs here")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="sample every request at this temperature, unseeded (default 0: "
-                             "greedy)"),
+    parser.add_argument("--sampling", type=json.loads, default={},
+                        help="sampling fields for every request, a JSON object, e.g. "
+                             "'{\"temperature\": 1}' (default: greedy)")
     parser.add_argument("--version-args", action="append", default=[], metavar="LABEL=ARGS",
                         help="more arguments for one version's server, e.g. "
                              "'nocache=--prefix-cache-mb 0' (the same code may run twice)")
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                 for label, _ in (versions if r % 2 == 0 else versions[::-1]):
                     spec = specs[label]
                     figures[label].append(one_round(spec.port, spec.model, streams,
-                                                    args.max_tokens, ban, args.temperature))
+                                                    args.max_tokens, ban, args.sampling))
             _report(streams, versions, figures)
 
 
