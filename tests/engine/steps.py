@@ -19,7 +19,7 @@ def stats_at_each_step(monkeypatch, engine) -> list[EngineStats]:
         return logits
 
     monkeypatch.setattr(sampling, "make_logits_processors",
-                        lambda params, prompt_length: [*real(params, prompt_length), record])
+                        lambda params: [*real(params), record])
     return seen
 
 

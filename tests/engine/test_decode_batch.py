@@ -187,3 +187,36 @@ def test_unseeded_rows_draw_together_each_at_its_own_temperature_and_filters(loa
     solo = new_generator(model)  # the seeded row's draws do not depend on its companions
     alone_uid = insert(solo, model, tokenizer, request(tokenizer, "Hello", 10, seeded))
     assert [t for t, _ in run(solo, [alone_uid])[0][alone_uid]] == tokens[own]
+
+
+def test_penalised_rows_decode_together_as_alone_while_rows_leave_and_join(loaded):
+    """Penalties are kept per row and applied to the penalised rows at once; a row that ends
+    early and one that joins late change the stack, and no row's counts move to another."""
+    model, tokenizer = loaded
+    repeat = SamplingParams(temperature=0.0, repetition_penalty=1.5)
+    cases = [("Hello", 12, repeat),
+             ("The quick", 5, SamplingParams(temperature=0.0, frequency_penalty=1.0,
+                                             presence_penalty=0.5)),  # ends first
+             ("def add", 12, GREEDY)]
+    late = ("Once upon", 6, SamplingParams(temperature=0.0, repetition_penalty=2.0))
+
+    def solo(text, max_tokens, params):
+        generator = new_generator(model)
+        uid = insert(generator, model, tokenizer, request(tokenizer, text, max_tokens, params))
+        return [t for t, _ in run(generator, [uid])[0][uid]]
+
+    generator = new_generator(model)
+    uids = [insert(generator, model, tokenizer, request(tokenizer, *case)) for case in cases]
+    joined = []
+
+    def join(step):
+        if step == 3:
+            joined.append(insert(generator, model, tokenizer, request(tokenizer, *late)))
+
+    got, _ = run(generator, uids, on_step=join)
+    while joined[0] not in got or len(got[joined[0]]) < late[1]:
+        more, _ = run(generator, [joined[0]])
+        got.update({uid: got.get(uid, []) + tokens for uid, tokens in more.items()})
+    for uid, case in zip([*uids, joined[0]], [*cases, late], strict=True):
+        assert [t for t, _ in got[uid]] == solo(*case)
+    assert solo("Hello", 12, GREEDY) != solo(*cases[0])  # the penalty does change the text

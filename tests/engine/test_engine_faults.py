@@ -39,9 +39,9 @@ class Fault:
         if where == "logits_processor":
             self.marker = {"frequency_penalty": 0.125}
             real = sampling.make_logits_processors
-            monkeypatch.setattr(sampling, "make_logits_processors", lambda params, length: (
-                [*real(params, length), self._raiser()] if params.frequency_penalty == 0.125
-                else real(params, length)))
+            monkeypatch.setattr(sampling, "make_logits_processors", lambda params: (
+                [*real(params), self._raiser()] if params.frequency_penalty == 0.125
+                else real(params)))
         elif where == "sampler":
             self.marker = {"temperature": 0.875, "seed": 5}  # seeded: a sampler of its own
             real_sampler = sampling.make_sampler

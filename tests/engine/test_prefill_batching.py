@@ -45,9 +45,9 @@ def test_prompts_arriving_during_a_step_share_one_prefill_pass(engine, monkeypat
             release.wait()
         return logits
 
-    monkeypatch.setattr(sampling, "make_logits_processors", lambda params, length: (
-        [*real(params, length), hold] if params.frequency_penalty == 0.125
-        else real(params, length)))
+    monkeypatch.setattr(sampling, "make_logits_processors", lambda params: (
+        [*real(params), hold] if params.frequency_penalty == 0.125
+        else real(params)))
     passes: list[int] = []  # prompts carried by each prefill forward pass
     real_prompt = _PromptBatch.prompt
 

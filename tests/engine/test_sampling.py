@@ -1,9 +1,7 @@
 """The sampling maths of one sequence, checked against a direct numpy computation.
 
-Logits processors are called as the batch step calls them: the sequence's tokens so far
-(prompt, then generated) and logits of shape (1, vocab). Samplers get the normalised log
-probabilities; what they draw from is what they pass to ``mx.random.categorical``, which the
-tests capture.
+Samplers get the normalised log probabilities; what they draw from is what they pass to
+``mx.random.categorical``, which the tests capture. (Penalties: ``test_penalties``.)
 """
 
 from __future__ import annotations
@@ -27,51 +25,6 @@ def random_logits(seed: int = 0) -> np.ndarray:
     """Distinct values of both signs, so ranks and the repetition penalty's rule are clear."""
     rng = np.random.default_rng(seed)
     return rng.permutation(np.linspace(-3.0, 3.0, VOCAB)).astype(np.float32)[None, :]
-
-
-def process(params: SamplingParams, tokens: list[int], logits: np.ndarray,
-            prompt_length: int = len(PROMPT)) -> np.ndarray:
-    result = mx.array(logits.copy())
-    for processor in sampling.make_logits_processors(params, prompt_length):
-        result = processor(mx.array(tokens), result)
-    return np.array(result)
-
-
-def counts(tokens: list[int]) -> np.ndarray:
-    return np.bincount(np.array(tokens, dtype=np.int64), minlength=VOCAB).astype(np.float32)
-
-
-def test_no_parameter_no_processor():
-    assert sampling.make_logits_processors(SamplingParams(), len(PROMPT)) == []
-
-
-@pytest.mark.parametrize(("frequency", "presence"), [(0.5, 0.0), (0.0, 1.5), (0.7, -0.4)])
-def test_frequency_and_presence_penalties_count_generated_tokens_only(frequency, presence):
-    logits = random_logits()
-    params = SamplingParams(frequency_penalty=frequency, presence_penalty=presence)
-    generated = counts(GENERATED)
-    expected = logits - (frequency * generated + presence * (generated > 0))[None, :]
-    got = process(params, PROMPT + GENERATED, logits)
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
-    assert got[0, 3] == logits[0, 3]  # a prompt-only token keeps its logit
-    # Before any token is generated nothing is penalised, however often the prompt repeats.
-    np.testing.assert_array_equal(process(params, PROMPT, logits), logits)
-
-
-@pytest.mark.parametrize("penalty", [1.3, 0.8])
-def test_repetition_penalty_covers_prompt_and_output_by_sign(penalty):
-    logits = random_logits(1)
-    seen = np.zeros(VOCAB, dtype=bool)
-    seen[PROMPT + GENERATED] = True
-    expected = logits.copy()
-    row = expected[0]
-    row[seen] = np.where(row[seen] < 0, row[seen] * penalty, row[seen] / penalty)
-    got = process(SamplingParams(repetition_penalty=penalty), PROMPT + GENERATED, logits)
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
-    assert (got[0, ~seen] == logits[0, ~seen]).all()
-
-
-# ----- samplers -----------------------------------------------------------------------------
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

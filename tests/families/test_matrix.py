@@ -121,12 +121,16 @@ def sampling_order(monkeypatch) -> list[int]:
     order: list[int] = []
     real = sampling.make_logits_processors
 
-    def make(params, prompt_length):
-        def record(_tokens, logits):
+    def make(params):
+        prompt_length = None
+
+        def record(tokens, logits):  # first called with the prompt as the tokens so far
+            nonlocal prompt_length
+            prompt_length = prompt_length or tokens.size
             order.append(prompt_length)
             return logits
 
-        return [*real(params, prompt_length), record]
+        return [*real(params), record]
 
     monkeypatch.setattr(sampling, "make_logits_processors", make)
     return order

@@ -2,13 +2,14 @@
 ``DecodeBatch``): build, warm up, insert.
 
 Each sequence of the batch carries its own ``RowSettings``: its sampler (None for greedy, which
-the batch samples with one argmax), logit bias, penalties, ``min_tokens`` and stop tokens: the
-model's end-of-sequence tokens, or none for ``ignore_eos`` (vLLM's extension: such a sequence
-runs to ``max_tokens``). Its own code (sampler, penalties) is wrapped in a ``FaultTrap`` so its
-failure stays its own. A request with a ``grammar`` is registered with the generator
-(``grammar_batch``), which masks all its constrained rows in one operation per step; the
-grammar then decides where the text ends: ``ignore_eos`` does not apply, and the grammar handles
-``min_tokens``. A matcher's error goes to the sequence's ``FaultTrap``.
+the batch samples with one argmax, and for unseeded sampling, drawn with its like), logit bias,
+penalties, ``min_tokens`` and stop tokens: the model's end-of-sequence tokens, or none for
+``ignore_eos`` (vLLM's extension: such a sequence runs to ``max_tokens``). Its own code (a
+seeded sampler, logits processors) is wrapped in a ``FaultTrap`` so its failure stays its own.
+A request with a ``grammar`` is registered with the generator (``grammar_batch``), which masks
+all its constrained rows in one operation per step; the grammar then decides where the text
+ends: ``ignore_eos`` does not apply, and the grammar handles ``min_tokens``. A matcher's error
+goes to the sequence's ``FaultTrap``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def insert(generator: ConstrainedGenerator, request: GenerationRequest, cache: l
         sampler=None if sampler is greedy_sampler else trap.sampler(sampler),
         draw=draw,
         logit_bias=dict(params.logit_bias),
-        penalties=trap.processors(sampling.make_logits_processors(params, len(prompt))),
+        penalties=trap.processors(sampling.make_logits_processors(params)),
         logprobs=request.logprobs,
     )
     constrained = None

@@ -8,8 +8,10 @@ for batch caches (per-row offsets and an attention mask), which on a GPU makes a
 0.5-0.7x as fast as mlx-lm's single-sequence ``generate_step``. On MLX's CUDA backend a step is
 bound by the host launching its kernels, so every per-row operation costs time. Here:
 
-- logit bias and ``min_tokens`` go on the whole batch in one scatter each; only rows with
-  penalties, which need their own token history, are processed row by row;
+- logit bias and ``min_tokens`` go on the whole batch in one scatter each, and the penalties
+  (frequency, presence, repetition) on all the penalised rows at once (``penalties``: counts
+  kept per row, stacked while the batch's rows stay the same); only rows with processors of
+  their own are processed row by row;
 - greedy rows are sampled with one argmax over the logits, unseeded sampling rows in one draw
   per set of filters (``SharedDraw``: each row at its own temperature); only seeded rows, which
   own their random keys, are sampled one by one;
@@ -22,8 +24,9 @@ bound by the host launching its kernels, so every per-row operation costs time. 
   another sequence joins. Only models whose caches are all ``BatchKVCache`` go lone.
 
 The step is pipelined as mlx-lm's is: step N+1 is dispatched before step N's tokens are read, so
-the host builds the next graph while the device computes. A row's own code (its sampler and
-penalties) runs under its ``FaultTrap``; a grammar masks its rows through ``Constraints``.
+the host builds the next graph while the device computes. A row's own code (a seeded sampler,
+processors of its own) runs under its ``FaultTrap``; a grammar masks its rows through
+``Constraints``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from mlx_lm.models.cache import BatchKVCache, KVCache, TokenBuffer
 
 from triton_mlx.engine import batch_caches
 from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
+from triton_mlx.engine.penalties import Penalties, PenaltyStack, RowHistory
 from triton_mlx.engine.sampling import Filters, SharedDraw, draw_rows
 from triton_mlx.engine.types import Logprob
 
@@ -53,14 +57,19 @@ class RowSettings:
     draw: SharedDraw | None = None
     """An unseeded row's sampling, drawn with the batch's rows of the same filters."""
     logit_bias: dict[int, float] = field(default_factory=dict)
-    penalties: list[LogitsProcessor] = field(default_factory=list)
-    """Processors that need the sequence's tokens so far; applied row by row."""
+    penalties: list[LogitsProcessor | Penalties] = field(default_factory=list)
+    """What needs the sequence's tokens so far: its ``Penalties``, applied with the batch's
+    other penalised rows at once, and processors of its own, applied row by row."""
     min_tokens: int = 0
     """End-of-sequence tokens are masked until this many tokens are generated."""
     stop_tokens: frozenset[int] = frozenset()
     """Tokens that end the sequence with "stop" (none with ``ignore_eos``)."""
     logprobs: int | None = None
     """Top alternatives wanted with each token's log probability; None: none."""
+
+    def __post_init__(self) -> None:
+        self.stacked = next((p for p in self.penalties if isinstance(p, Penalties)), None)
+        self.processors = [p for p in self.penalties if not isinstance(p, Penalties)]
 
 
 @dataclass(slots=True)
@@ -98,8 +107,10 @@ class DecodeBatch:
                       for uid in uids]
         self._num_tokens = [0] * len(uids)
         self._contexts: list[TokenBuffer | None] = [
-            TokenBuffer(t) if row.penalties else None
+            TokenBuffer(t) if row.processors else None
             for row, t in zip(self._rows, tokens, strict=True)]
+        self._histories: list[RowHistory | None] = [None] * len(uids)  # made at the first step
+        self._stack: PenaltyStack | None = None
         self._next_tokens: mx.array | None = inputs
         self._next_logprobs: _Pending = []
         self._lone = False
@@ -126,6 +137,8 @@ class DecodeBatch:
             self._leave_lone()
         if batch._lone:
             batch._leave_lone()
+        self._unstack()
+        batch._unstack()
         self.uids.extend(batch.uids)
         if not self.prompt_cache:
             self.prompt_cache = batch.prompt_cache
@@ -138,6 +151,7 @@ class DecodeBatch:
         self._rows.extend(batch._rows)
         self._num_tokens.extend(batch._num_tokens)
         self._contexts.extend(batch._contexts)
+        self._histories.extend(batch._histories)
         if self._next_tokens is None or self._next_tokens.size == 0:
             self._next_tokens = batch._next_tokens
         else:
@@ -147,6 +161,7 @@ class DecodeBatch:
 
     def filter(self, keep: list[int]) -> None:
         """Keep only the rows ``keep`` (in that order)."""
+        self._unstack()
         self.uids = [self.uids[i] for i in keep]
         if not keep:
             self.prompt_cache.clear()
@@ -158,6 +173,7 @@ class DecodeBatch:
         self._rows = [self._rows[i] for i in keep]
         self._num_tokens = [self._num_tokens[i] for i in keep]
         self._contexts = [self._contexts[i] for i in keep]
+        self._histories = [self._histories[i] for i in keep]
         self._next_tokens = self._next_tokens[mx.array(keep)] if keep else None
         self._plan = None
 
@@ -253,13 +269,22 @@ class DecodeBatch:
             rows, ids, values = plan.bias
             logits = logits.at[rows, ids].add(values.astype(logits.dtype))
         contexts = []
+        if plan.stacked_rows:
+            stack = self._penalty_stack(plan, logits.shape[-1])
+            if len(plan.stacked_rows) == len(self.uids):
+                stack.record(inputs, generated=unread > 0)
+                logits = stack.apply(logits)
+            else:
+                stack.record(inputs[plan.stacked_index], generated=unread > 0)
+                logits[plan.stacked_index] = stack.apply(logits[plan.stacked_index])
+            contexts += stack.arrays()  # evaluated with the step
         if plan.penalty_rows:
             processed = []
             for i in plan.penalty_rows:
                 context = self._contexts[i].update_and_fetch(inputs[i : i + 1])
                 contexts.append(context)
                 row = logits[i : i + 1]
-                for processor in self._rows[i].penalties:
+                for processor in self._rows[i].processors:
                     row = processor(context, row)
                 processed.append(row)
             logits[plan.penalty_index] = mx.concatenate(processed, axis=0)
@@ -271,6 +296,23 @@ class DecodeBatch:
                 ids = mx.array(self._eos_ids * len(held))
                 logits = logits.at[rows, ids].add(-mx.inf)
         return logits, contexts
+
+    def _penalty_stack(self, plan: _StepPlan, vocab_size: int) -> PenaltyStack:
+        """The penalised rows' counts, stacked once per batch membership; a row's own are
+        made at its first step (its prompt's tokens are the ones seen so far)."""
+        if self._stack is None:
+            for i in plan.stacked_rows:
+                if self._histories[i] is None:
+                    self._histories[i] = RowHistory(self._rows[i].stacked, self.tokens[i],
+                                                    vocab_size)
+            self._stack = PenaltyStack([self._histories[i] for i in plan.stacked_rows])
+        return self._stack
+
+    def _unstack(self) -> None:
+        """Before the rows change: each penalised row takes its counts back."""
+        if self._stack is not None:
+            self._stack.unstack()
+            self._stack = None
 
     def _sample(self, plan: _StepPlan, logits: mx.array) -> mx.array:
         """Greedy rows in one argmax over the logits, unseeded rows in one draw per set of
@@ -321,7 +363,9 @@ class _StepPlan:
                 bias_values.append(value)
         self.bias = ((mx.array(bias_rows), mx.array(bias_ids), mx.array(bias_values))
                      if bias_rows else None)
-        self.penalty_rows = [i for i, row in enumerate(rows) if row.penalties]
+        self.stacked_rows = [i for i, row in enumerate(rows) if row.stacked is not None]
+        self.stacked_index = mx.array(self.stacked_rows) if self.stacked_rows else None
+        self.penalty_rows = [i for i, row in enumerate(rows) if row.processors]
         self.penalty_index = mx.array(self.penalty_rows) if self.penalty_rows else None
         self.min_rows = [i for i, row in enumerate(rows) if row.min_tokens > 0]
         self.sampled_rows = [i for i, row in enumerate(rows) if row.sampler is not None]

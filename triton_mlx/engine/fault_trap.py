@@ -11,9 +11,12 @@ lets the batch finish the step, and the engine fails that sequence alone right a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import mlx.core as mx
 from mlx_lm.sample_utils import greedy_sampler
+
+from triton_mlx.engine.penalties import Penalties
 
 Sampler = Callable[[mx.array], mx.array]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
@@ -44,8 +47,10 @@ class FaultTrap:
 
         return guarded
 
-    def processors(self, processors: Sequence[LogitsProcessor]) -> list[LogitsProcessor]:
-        return [self._processor(p) for p in processors]
+    def processors(self, processors: Sequence[Any]) -> list[Any]:
+        """``processors``, each guarded; ``Penalties`` (settings the batch applies, not code of
+        the sequence's own) are left as they are."""
+        return [p if isinstance(p, Penalties) else self._processor(p) for p in processors]
 
     def _processor(self, processor: LogitsProcessor) -> LogitsProcessor:
         def guarded(tokens: mx.array, logits: mx.array) -> mx.array:

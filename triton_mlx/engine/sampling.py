@@ -1,4 +1,4 @@
-"""Per-sequence samplers and penalty processors, built on the engine thread.
+"""Per-sequence samplers and penalties, built on the engine thread.
 
 Each sequence in a batch carries its own sampler and processors, so requests with different
 parameters share one batch. Greedy sequences get mlx-lm's shared greedy sampler, which the
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, greedy_sampler
 
+from triton_mlx.engine.penalties import Penalties
 from triton_mlx.engine.types import SamplingParams
 
 Sampler = Callable[[mx.array], mx.array]
@@ -104,43 +105,15 @@ def make_sampler(params: SamplingParams, vocab_size: int) -> Sampler:
     return sample
 
 
-def make_logits_processors(params: SamplingParams, prompt_length: int) -> list[LogitsProcessor]:
-    """Processors for the three penalties, which need the tokens so far; empty when none is
-    set. (Logit bias and ``min_tokens`` need no history: the decode batch applies them to all
-    its rows at once.)
-
-    A processor receives the sequence's tokens so far (prompt + generated) and the logits of
-    shape (1, vocab). Frequency and presence penalties count generated tokens only, as OpenAI
-    defines them; the repetition penalty (Hugging Face's) covers prompt and output.
-    """
-    processors: list[LogitsProcessor] = []
-    if params.frequency_penalty or params.presence_penalty:
-        processors.append(_output_penalty(params, prompt_length))
-    if params.repetition_penalty != 1.0:
-        processors.append(_repetition_penalty(params.repetition_penalty))
-    return processors
-
-
-def _output_penalty(params: SamplingParams, prompt_length: int) -> LogitsProcessor:
-    frequency, presence = params.frequency_penalty, params.presence_penalty
-
-    def apply(tokens: mx.array, logits: mx.array) -> mx.array:
-        generated = tokens[prompt_length:]
-        if generated.size == 0:
-            return logits
-        counts = mx.zeros((logits.shape[-1],), dtype=logits.dtype).at[generated].add(1)
-        penalty = frequency * counts + presence * (counts > 0).astype(logits.dtype)
-        return logits - penalty[None, :]
-
-    return apply
-
-
-def _repetition_penalty(penalty: float) -> LogitsProcessor:
-    def apply(tokens: mx.array, logits: mx.array) -> mx.array:
-        if tokens.size == 0:
-            return logits
-        seen = logits[:, tokens]
-        logits[:, tokens] = mx.where(seen < 0, seen * penalty, seen / penalty)
-        return logits
-
-    return apply
+def make_logits_processors(params: SamplingParams) -> list[LogitsProcessor | Penalties]:
+    """A sequence's processors of its logits that need its tokens so far: its ``Penalties``
+    when any of the three is set, which the decode batch applies to all its penalised rows at
+    once (``penalties``); empty when none is. (Logit bias and ``min_tokens`` need no history:
+    the decode batch applies them to all its rows at once too.) Frequency and presence
+    penalties count generated tokens only, as OpenAI defines them; the repetition penalty
+    (Hugging Face's) covers prompt and output."""
+    penalties = Penalties(params.frequency_penalty, params.presence_penalty,
+                          params.repetition_penalty)
+    if penalties == Penalties():
+        return []
+    return [penalties]
