@@ -40,7 +40,7 @@ from mlx_lm.models.cache import BatchKVCache, KVCache, TokenBuffer
 from triton_mlx.engine import batch_caches
 from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
 from triton_mlx.engine.penalties import Penalties, PenaltyStack, RowHistory
-from triton_mlx.engine.sampling import Filters, SharedDraw, draw_rows
+from triton_mlx.engine.sampling import Filters, SharedDraw, draw_rows, log_softmax
 from triton_mlx.engine.types import Logprob
 
 _Pending = list[tuple[list[tuple[int, int]], tuple[mx.array, ...]]]
@@ -322,12 +322,12 @@ class DecodeBatch:
         if len(plan.draws) == 1 and len(plan.draws[0].rows) == whole:
             return plan.draws[0].draw(logits)  # every row draws alike: no argmax to overwrite
         if plan.sampled_rows and len(plan.sampled_rows) == whole:
-            return self._own(plan, _log_softmax(logits))
+            return self._own(plan, log_softmax(logits))
         sampled = mx.argmax(logits, axis=-1)
         for group in plan.draws:
             sampled[group.index] = group.draw(logits[group.index]).astype(sampled.dtype)
         if plan.sampled_rows:
-            own = self._own(plan, _log_softmax(logits[plan.sampled_index]))
+            own = self._own(plan, log_softmax(logits[plan.sampled_index]))
             sampled[plan.sampled_index] = own.astype(sampled.dtype)
         return sampled
 
@@ -342,7 +342,7 @@ class DecodeBatch:
         if not plan.logprob_rows:
             return []
         index = plan.logprob_index
-        rows = _log_softmax(logits[index])
+        rows = log_softmax(logits[index])
         chosen = mx.take_along_axis(rows, sampled[index][:, None], axis=-1)[:, 0]
         uids = [(self.uids[i], self._rows[i].logprobs or 0) for i in plan.logprob_rows]
         if plan.top == 0:
@@ -394,13 +394,6 @@ class _DrawGroup:
     def draw(self, logits: mx.array) -> mx.array:
         """One token per row of ``logits`` (this group's rows, in order)."""
         return draw_rows(logits, self.inverse_temperatures, self.filters)
-
-
-def _log_softmax(logits: mx.array) -> mx.array:
-    """Log probabilities of each row, for the rows that read them: never the whole batch's
-    logits unasked, since on a CPU the exponentials of a (64, 49k) batch take as long as the
-    model's forward pass."""
-    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 
 def _read_logprobs(

@@ -77,8 +77,14 @@ def draw_rows(logits: mx.array, inverse_temperatures: mx.array, filters: Filters
     """One token per row of ``logits`` (rows, vocabulary), each row scaled by its inverse
     temperature ((rows, 1)) after ``filters``."""
     if filters.reads_probabilities:
-        logits = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        logits = log_softmax(logits)
     return mx.random.categorical(filters(logits) * inverse_temperatures)
+
+
+def log_softmax(logits: mx.array) -> mx.array:
+    """Log probabilities of each row. Only for the rows that read them: on a CPU the
+    exponentials of a (64, 49k) batch take as long as a small model's forward pass."""
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 
 def make_sampler(params: SamplingParams, vocab_size: int) -> Sampler:
