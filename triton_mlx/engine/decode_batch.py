@@ -245,14 +245,14 @@ class DecodeBatch:
         plan = self._plan = self._plan or _StepPlan(self._rows, self._eos_ids)
 
         logits = self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :]
-        logits, contexts = self._process(plan, inputs, logits, 0 if first else 1)
+        logits, changed = self._process(plan, inputs, logits, 0 if first else 1)
         if self.constraints is not None:  # the one grammar mask of the step
             logits = self.constraints.apply(self.uids, inputs, logits)
         sampled = self._sample(plan, logits)
 
         self._next_tokens = sampled
         self._next_logprobs = self._logprob_rows(plan, logits, sampled)
-        mx.async_eval(sampled, *contexts, *(a for _, arrays in self._next_logprobs
+        mx.async_eval(sampled, *changed, *(a for _, arrays in self._next_logprobs
                                              for a in arrays))
 
         mx.eval(inputs, *(a for _, arrays in pending_logprobs for a in arrays))
@@ -263,12 +263,13 @@ class DecodeBatch:
 
     def _process(self, plan: _StepPlan, inputs: mx.array, logits: mx.array,
                  unread: int) -> tuple[mx.array, list[mx.array]]:
-        """Logit bias, penalties and ``min_tokens`` on the batch's logits (``unread``: tokens
-        each row has sampled that ``next`` has not counted yet)."""
+        """Logit bias, penalties, rows' own processors and ``min_tokens`` on the batch's logits
+        (``unread``: tokens each row has sampled that ``next`` has not counted yet); also the
+        token histories this step changes, to evaluate with it."""
         if plan.bias is not None:
             rows, ids, values = plan.bias
             logits = logits.at[rows, ids].add(values.astype(logits.dtype))
-        contexts = []
+        changed = []
         if plan.stacked_rows:
             stack = self._penalty_stack(plan, logits.shape[-1])
             if len(plan.stacked_rows) == len(self.uids):
@@ -277,17 +278,17 @@ class DecodeBatch:
             else:
                 stack.record(inputs[plan.stacked_index], generated=unread > 0)
                 logits[plan.stacked_index] = stack.apply(logits[plan.stacked_index])
-            contexts += stack.arrays()  # evaluated with the step
-        if plan.penalty_rows:
+            changed += stack.arrays()
+        if plan.processor_rows:
             processed = []
-            for i in plan.penalty_rows:
+            for i in plan.processor_rows:
                 context = self._contexts[i].update_and_fetch(inputs[i : i + 1])
-                contexts.append(context)
+                changed.append(context)
                 row = logits[i : i + 1]
                 for processor in self._rows[i].processors:
                     row = processor(context, row)
                 processed.append(row)
-            logits[plan.penalty_index] = mx.concatenate(processed, axis=0)
+            logits[plan.processor_index] = mx.concatenate(processed, axis=0)
         if plan.min_rows and self._eos_ids:
             held = [i for i in plan.min_rows
                     if self._num_tokens[i] + unread < self._rows[i].min_tokens]
@@ -295,7 +296,7 @@ class DecodeBatch:
                 rows = mx.array([i for i in held for _ in self._eos_ids])
                 ids = mx.array(self._eos_ids * len(held))
                 logits = logits.at[rows, ids].add(-mx.inf)
-        return logits, contexts
+        return logits, changed
 
     def _penalty_stack(self, plan: _StepPlan, vocab_size: int) -> PenaltyStack:
         """The penalised rows' counts, stacked once per batch membership; a row's own are
@@ -365,8 +366,8 @@ class _StepPlan:
                      if bias_rows else None)
         self.stacked_rows = [i for i, row in enumerate(rows) if row.stacked is not None]
         self.stacked_index = mx.array(self.stacked_rows) if self.stacked_rows else None
-        self.penalty_rows = [i for i, row in enumerate(rows) if row.processors]
-        self.penalty_index = mx.array(self.penalty_rows) if self.penalty_rows else None
+        self.processor_rows = [i for i, row in enumerate(rows) if row.processors]
+        self.processor_index = mx.array(self.processor_rows) if self.processor_rows else None
         self.min_rows = [i for i, row in enumerate(rows) if row.min_tokens > 0]
         self.sampled_rows = [i for i, row in enumerate(rows) if row.sampler is not None]
         self.sampled_index = mx.array(self.sampled_rows) if self.sampled_rows else None

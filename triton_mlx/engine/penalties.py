@@ -65,8 +65,7 @@ class PenaltyStack:
         unless they are the prompts' last tokens (``generated`` False: a batch's first step)."""
         column = tokens.astype(mx.uint32)[:, None]
         if self.fed is None:
-            self.fed = mx.concatenate([self._padded([column[j] for j in range(len(column))]),
-                                       column], axis=1)
+            self.fed = mx.concatenate([self._padded(list(column)), column], axis=1)
         else:
             self.fed = mx.concatenate([self.fed, column], axis=1)
         if generated:
