@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
             spec.cwd, spec.name = Path(code).resolve(), f"triton-mlx-{label}"
             _progress(f"starting {label} from {spec.cwd}")
             specs[label] = stack.enter_context(servers.running(spec, log_dir))
-        for spec in specs.values():  # warm: first requests compile kernels
-            one_round(spec.port, spec.model, min(8, slots), 8, ban)
+        for spec in specs.values():  # warm: first requests compile kernels, sampling's too
+            one_round(spec.port, spec.model, min(8, slots), 8, ban, args.sampling)
         for streams in args.streams:
             figures: dict[str, list[dict[str, float]]] = {label: [] for label, _ in versions}
             for r in range(args.rounds):

@@ -16,8 +16,9 @@ measures every level, and stops it (SIGTERM to rank 0). ``--keep-up`` starts eac
 all up instead: sound only where no idle system holds a GPU another one is measured on (one
 ranked system beside one-GPU ones on GPU 0: an idle one-GPU server runs no kernel), and much
 faster with a large model (a fresh start took ~30 s for an 8B model on the H200; on a fresh
-machine the first took ~4 minutes, building CUDA kernels). ``--start-together`` also starts them
-all at once.
+machine the first took ~4 minutes, building CUDA kernels). They start one after the other: two of
+our servers loading an 8B 4-bit model at once on GPU 0 beside ``mlx_lm.server`` both failed with
+``cudaMallocAsync ... out of memory`` (H200, 2026-11-29), while one after the other they ran.
 
 Per level and system: output and summed decode tok/s and TTFT p50 as median (min-max) over
 rounds, the per-round ratio to our one-GPU server, the step time (streams / decode tok/s) and,
@@ -33,7 +34,6 @@ stripped (ours strips a reply's ends where the tokenizer's response template say
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -47,7 +47,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench import servers
 from bench.ab_versions import one_round
@@ -180,16 +179,12 @@ def _rounds(systems: list[System], args: argparse.Namespace, model_dir: Path,
         if args.keep_up:  # every system started once, up through all rounds
             starts = [(system, started(system, args, model_dir, repository, log_dir, ban, 0))
                       for system in systems]
-            if args.start_together:
-                _progress("starting " + ", ".join(system.label for system in systems))
-                live.update(_enter_together(starts, stack))
-            else:
-                for system, context in starts:
-                    _progress(f"starting {system.label}")
-                    try:
-                        live[system.label] = stack.enter_context(context)
-                    except servers.ServerFailed as exc:
-                        print(f"{system.label} failed to start: {exc}", flush=True)
+            for system, context in starts:
+                _progress(f"starting {system.label}")
+                try:
+                    live[system.label] = stack.enter_context(context)
+                except servers.ServerFailed as exc:
+                    print(f"{system.label} failed to start: {exc}", flush=True)
             _report_greedy(systems)
         first = args.first_round - 1
         for r in range(first, first + args.rounds):
@@ -209,28 +204,8 @@ def _rounds(systems: list[System], args: argparse.Namespace, model_dir: Path,
                 _report_greedy(systems)
             if args.json:
                 args.json.write_text(json.dumps([dataclasses.asdict(s) for s in systems]))
-
-
-def _enter_together(starts: list[tuple[System, contextlib.AbstractContextManager[Any]]],
-                    stack: contextlib.ExitStack) -> dict[str, Any]:
-    """Enter every system's context at once, one thread each (loading, kernels built on first
-    use and warm-ups overlap); each one entered is left by ``stack``, failed or not."""
-    with concurrent.futures.ThreadPoolExecutor(len(starts)) as pool:
-        futures = [(system, context, pool.submit(context.__enter__))
-                   for system, context in starts]
-    live, error = {}, None
-    for system, context, future in futures:
-        exc = future.exception()
-        if exc is None:
-            live[system.label] = future.result()
-            stack.push(context.__exit__)
-        elif isinstance(exc, servers.ServerFailed):
-            print(f"{system.label} failed to start: {exc}", flush=True)
-        else:
-            error = error or exc
-    if error is not None:
-        raise error
-    return live
+    if args.json:  # again once every server has stopped: their exit codes and aborts
+        args.json.write_text(json.dumps([dataclasses.asdict(s) for s in systems]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -256,9 +231,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-up", action="store_true",
                         help="start each system once and keep all up (only where no idle "
                              "system holds a GPU the others use: see the module's docstring)")
-    parser.add_argument("--start-together", action="store_true",
-                        help="with --keep-up: start every system at once (their times to ready "
-                             "then overlap, so they say less)")
     parser.add_argument("--json", type=Path, help="write every row here, after each round")
     parser.add_argument("--report", type=Path, nargs="+",
                         help="print the report of these --json files, their rounds together")

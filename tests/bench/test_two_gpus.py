@@ -4,17 +4,15 @@ two metric readings, and rounds from several calls merged into one report."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from bench import servers
 from bench.ab_versions import _stream
 from bench.distributed import split_figures
-from bench.two_gpus import System, _enter_together, _merged
+from bench.two_gpus import System, _merged
 
 OURS = [b'data: {"choices":[{"delta":{"content":"Hi"}}]}',
         b'data: {"choices":[{"delta":{"content":" there"}}]}',
@@ -93,30 +91,3 @@ def test_rounds_from_two_calls_merge_under_each_system(tmp_path: Path):
     assert [row["output"] for row in system.rows[1]] == [100.0, 110.0, 120.0]
     assert system.texts == ["hi"]  # the first call's greedy check
     assert system.ready_seconds == [30.0, 30.0] and system.exit_codes == [0, 0]
-
-
-def test_systems_started_together_are_all_stopped_and_a_failed_one_is_left_out():
-    stopped: list[str] = []
-
-    @contextlib.contextmanager
-    def system(label: str, fails: Exception | None = None):
-        if fails:
-            raise fails
-        try:
-            yield f"{label} up"
-        finally:
-            stopped.append(label)
-
-    starts = [(System(label, True, 1, []), system(label, fails))
-              for label, fails in [("a", None), ("b", servers.ServerFailed("no")), ("c", None)]]
-    with contextlib.ExitStack() as stack:
-        live = _enter_together(starts, stack)
-        assert live == {"a": "a up", "c": "c up"} and stopped == []
-    assert sorted(stopped) == ["a", "c"]
-
-    starts = [(System(label, True, 1, []), system(label, fails))
-              for label, fails in [("a", None), ("d", RuntimeError("bug"))]]
-    stopped.clear()
-    with pytest.raises(RuntimeError, match="bug"), contextlib.ExitStack() as stack:
-        _enter_together(starts, stack)
-    assert stopped == ["a"]  # an unexpected error still stops what did start
