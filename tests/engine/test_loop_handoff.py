@@ -4,8 +4,13 @@ order asked, also past a full wake-up pipe, after a failing call, and through th
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 import threading
+import weakref
+
+import pytest
 
 from triton_mlx.engine import loop_handoff
 from triton_mlx.engine.loop_handoff import LoopHandoff
@@ -95,6 +100,20 @@ def test_a_closed_loop_takes_no_call_and_raises_nothing():
 
 async def _handoff_of_running_loop() -> LoopHandoff:
     return LoopHandoff.for_running_loop(asyncio.get_running_loop())
+
+
+def test_a_loop_that_is_gone_frees_its_handoff_and_pipe():
+    loop = asyncio.new_event_loop()
+    handoff = loop.run_until_complete(_handoff_of_running_loop())
+    read_fd = handoff._fds[0] if handoff._fds else None
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop, handoff
+    gc.collect()
+    assert gone() is None
+    if read_fd is not None:
+        with pytest.raises(OSError):
+            os.fstat(read_fd)
 
 
 def test_one_handoff_per_loop():

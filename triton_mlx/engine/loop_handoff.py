@@ -45,7 +45,8 @@ class LoopHandoff:
     """Calls made on an event loop's thread, in the order other threads ask for them."""
 
     def __init__(self, loop: Any) -> None:
-        self._loop = loop
+        # Weak: the registry's values must not keep their loops (its keys) alive.
+        self._loop = weakref.ref(loop)
         self._calls: collections.deque[tuple[Callable[[Any], None], Any]] = collections.deque()
         self._fds: tuple[int, int] | None = None
         if _write is None:
@@ -73,11 +74,12 @@ class LoopHandoff:
     def call(self, fn: Callable[[Any], None], arg: Any) -> None:
         """Have the loop call ``fn(arg)`` soon; from any thread. Nothing happens once the loop
         has closed (nobody is left to read the output)."""
-        if self._loop.is_closed():
+        loop = self._loop()
+        if loop is None or loop.is_closed():
             return
         if self._fds is None:
             with contextlib.suppress(RuntimeError):  # closed meanwhile
-                self._loop.call_soon_threadsafe(fn, arg)
+                loop.call_soon_threadsafe(fn, arg)
             return
         self._calls.append((fn, arg))
         _write(self._fds[1], b"\0", 1)  # -1 (EAGAIN) when full: a wake-up is pending already
