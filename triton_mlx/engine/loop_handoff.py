@@ -35,7 +35,7 @@ try:  # PyDLL: the call keeps the GIL, unlike CDLL's
     _write = ctypes.PyDLL(None).write
     _write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
     _write.restype = ctypes.c_ssize_t
-except (OSError, AttributeError):  # no C library to call into (not on Linux or macOS)
+except (OSError, AttributeError, TypeError):  # no C library to call into (not Linux, macOS)
     _write = None
 
 _handoffs: weakref.WeakKeyDictionary[Any, LoopHandoff] = weakref.WeakKeyDictionary()
