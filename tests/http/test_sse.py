@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from triton_mlx.http import sse_comment, sse_event
+from triton_mlx.http import sse_comment, sse_event, sse_json
 
 
 def parse(stream: bytes) -> list[dict[str, str]]:
@@ -67,3 +69,18 @@ def test_comments_are_ignored_by_parsers():
     assert sse_comment("a\nb") == b": a\n: b\n\n"
     stream = sse_comment("keep-alive") + sse_event("1") + sse_comment("x\ny") + sse_event("2")
     assert parse(stream) == [{"data": "1"}, {"data": "2"}]
+
+
+def test_sse_json_is_one_data_line_of_compact_json_whatever_the_strings_hold():
+    obj = {"text": "two\nlines\r\nand a\rreturn", "word": "café \u2028 😀", "n": [1, 2.5, None]}
+    block = sse_json(obj)
+    assert block.endswith(b"\n\n") and block.count(b"\n") == 2  # one line, then the blank one
+    line = block.decode("utf-8")[: -2]
+    assert line.startswith("data: ")
+    assert json.loads(line[len("data: "):]) == obj
+    assert "café" in line and ", " not in line  # as it is, and compact
+
+
+def test_sse_json_with_an_event_name():
+    block = sse_json({"type": "ping"}, event="ping")
+    assert block == b'event: ping\ndata: {"type":"ping"}\n\n'

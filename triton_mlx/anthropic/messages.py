@@ -19,7 +19,6 @@ in-band ``error`` event, then the stream ends.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from triton_mlx.anthropic.errors import error_event_data
 from triton_mlx.anthropic.request import MessagesParams, parse_request, template_kwargs
 from triton_mlx.anthropic.shaping import Blocks, message, message_delta, message_id
 from triton_mlx.config import ServerConfig
-from triton_mlx.http import Request, Response, StreamingResponse, json_response, sse_event
+from triton_mlx.http import Request, Response, StreamingResponse, json_response, sse_event, sse_json
 from triton_mlx.observability.inference_stats import BACKEND, CANCELED, SUCCESS
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.repository.repository import ModelRepository
@@ -171,5 +170,4 @@ async def with_pings(source: AsyncIterator[T], interval: float) -> AsyncIterator
 
 
 def _event(data: dict[str, Any]) -> bytes:
-    return sse_event(json.dumps(data, separators=(",", ":"), ensure_ascii=False),
-                     event=data["type"])
+    return sse_json(data, event=data["type"])

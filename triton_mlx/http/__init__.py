@@ -17,7 +17,7 @@ from .messages import (
 )
 from .routing import ErrorFormatter, Handler, Middleware, Router
 from .server import CLIENT_CLOSED_REQUEST, HTTPServer
-from .sse import sse_comment, sse_event
+from .sse import sse_comment, sse_event, sse_json
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
@@ -35,5 +35,6 @@ __all__ = [
     "json_response",
     "sse_comment",
     "sse_event",
+    "sse_json",
     "text_response",
 ]

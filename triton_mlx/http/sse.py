@@ -7,9 +7,11 @@ on its own, so each event reaches the client as soon as it is produced.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
-__all__ = ["sse_comment", "sse_event"]
+__all__ = ["sse_comment", "sse_event", "sse_json"]
 
 # The event stream format accepts CRLF, lone LF and lone CR as line ends; a data payload
 # must be split on all three or a stray CR would end a line early on the client side.
@@ -25,6 +27,8 @@ def sse_event(data: str | bytes, event: str | None = None, id: str | None = None
     lines (``ValueError`` otherwise), and ``id`` must not contain NUL, which clients ignore.
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
+    if event is None and id is None and "\n" not in text and "\r" not in text:
+        return f"data: {text}\n\n".encode()  # one line: every streamed token's case
     out: list[str] = []
     if event is not None:
         _check_single_line("event", event)
@@ -37,6 +41,16 @@ def sse_event(data: str | bytes, event: str | None = None, id: str | None = None
     out.extend(f"data: {line}\n" for line in _LINE_BREAK.split(text))
     out.append("\n")
     return "".join(out).encode("utf-8")
+
+
+# Compact JSON, as every front-end streams it; one encoder, not one per event.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def sse_json(obj: Any, event: str | None = None) -> bytes:
+    """Frame ``obj`` as one event of compact JSON (non-ASCII characters as they are). JSON text
+    holds no raw line break (strings escape them), so it is a single ``data:`` line."""
+    return sse_event(_JSON.encode(obj), event=event)
 
 
 def sse_comment(text: str = "") -> bytes:

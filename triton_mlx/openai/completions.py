@@ -8,12 +8,11 @@ chunk when asked for, then ``[DONE]``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 
 from triton_mlx.config import ServerConfig
 from triton_mlx.engine.types import TokenLogprob
-from triton_mlx.http import Request, Response, StreamingResponse, json_response, sse_event
+from triton_mlx.http import Request, Response, StreamingResponse, json_response, sse_event, sse_json
 from triton_mlx.observability.inference_stats import BACKEND, CANCELED, SUCCESS
 from triton_mlx.observability.server_metrics import ServerMetrics
 from triton_mlx.openai.errors import error_event_data
@@ -219,4 +218,4 @@ class _Choices:
 
 
 def _event(chunk: dict) -> bytes:
-    return sse_event(json.dumps(chunk, separators=(",", ":"), ensure_ascii=False))
+    return sse_json(chunk)

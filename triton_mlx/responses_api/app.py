@@ -21,7 +21,7 @@ from triton_mlx.http import (
     Router,
     StreamingResponse,
     json_response,
-    sse_event,
+    sse_json,
 )
 from triton_mlx.observability.inference_stats import BACKEND, CANCELED, SUCCESS
 from triton_mlx.observability.server_metrics import ServerMetrics
@@ -198,8 +198,7 @@ class _Sequence:
     def event(self, event: dict[str, Any]) -> bytes:
         event = {**event, "sequence_number": self.next}
         self.next += 1
-        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        return sse_event(data, event=event["type"])
+        return sse_json(event, event=event["type"])
 
 
 def _reasoning_param(error: RequestError) -> RequestError:

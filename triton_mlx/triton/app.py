@@ -8,7 +8,6 @@ embedding models with ``text_input`` -> ``embedding`` (``embedding_signature.py`
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from triton_mlx.http import (
     StreamingResponse,
     json_response,
     sse_event,
+    sse_json,
 )
 from triton_mlx.observability.inference_stats import BACKEND
 from triton_mlx.observability.server_metrics import ServerMetrics
@@ -429,7 +429,7 @@ async def _events(inference: Inference, request_id: str | None, stream: bool) ->
 
 
 def _event(body: dict[str, Any]) -> bytes:
-    return sse_event(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+    return sse_json(body)
 
 
 async def _triton_errors(request: Request, call_next) -> Response | StreamingResponse:
