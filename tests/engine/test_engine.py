@@ -94,3 +94,28 @@ def test_stop_string_ends_generation_without_leaking(engine):
     text, last = asyncio.run(main((stop,)))
     assert last.finish_reason == "stop"
     assert text == full[: full.index(stop)]
+
+
+def test_only_a_step_with_a_first_token_wakes_the_loop_at_once(engine, monkeypatch):
+    """The time to first token is not spent waiting for the engine's next launch; the tokens
+    after it are handed over without letting go of the GIL (``LoopHandoff``)."""
+    handed: list[tuple[int, bool]] = []  # (tokens in the call, at_once)
+    real_call = engine._call_in_loop
+
+    def recording(fn, arg, at_once=False):
+        if isinstance(arg, list):
+            handed.append((len(arg), at_once))
+        real_call(fn, arg, at_once=at_once)
+
+    monkeypatch.setattr(engine, "_call_in_loop", recording)
+    params = SamplingParams(temperature=0.0, logit_bias={2: -100.0})
+
+    async def main():
+        (stream,) = engine.submit(GenerationRequest(prompt(engine), 8, params))
+        return await collect(stream)
+
+    text, last = asyncio.run(main())
+    assert last.completion_tokens == 8
+    assert sum(n for n, _ in handed) == 8
+    assert handed[0][1] is True  # the first token, at once
+    assert not any(at_once for _, at_once in handed[1:])

@@ -66,6 +66,23 @@ def test_a_full_wake_up_pipe_loses_no_call():
     assert seen == list(range(count))
 
 
+def test_calls_at_once_and_not_keep_one_order_also_past_a_full_pipe():
+    count = 100_000
+    seen: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        handoff = LoopHandoff.for_running_loop(loop)
+        for i in range(count):  # the loop reads nothing meanwhile: the pipe fills up
+            handoff.call(seen.append, i, at_once=i % 3 == 0)
+        done = loop.create_future()
+        handoff.call(done.set_result, None, at_once=True)
+        await asyncio.wait_for(done, 60)  # a guard against a hang, not a timing
+
+    asyncio.run(main())
+    assert seen == list(range(count))
+
+
 def test_a_failing_call_is_logged_and_the_next_ones_run(caplog):
     seen: list[str] = []
 

@@ -320,14 +320,14 @@ class Engine(ModelThread):
                 if response.end_of_prompt:
                     self.prefix_cache.store_prompt(self._generator, response.uid)
                     self._fork(response.uid)
-            outputs = self._handle_step(responses)
+            outputs, first = self._handle_step(responses)
         except Exception:
             logger.exception("engine step failed for model %s", self.name)
             self._fail_all(EngineError("generation failed inside the engine"))
             self._generator = self._new_generator()
             return
-        if outputs:
-            self._call_in_loop(deliver, outputs)
+        if outputs:  # a first token at once: its wait is the user's time to first token
+            self._call_in_loop(deliver, outputs, at_once=first)
 
     # ----- engine thread: sequences in and out of the batch -----
 
@@ -374,16 +374,18 @@ class Engine(ModelThread):
                 sequence = self._insert(stream)
             sequence.cached_tokens = leader.cached_tokens
 
-    def _handle_step(self, responses: list[Any]) -> list[tuple[Any, ...]]:
+    def _handle_step(self, responses: list[Any]) -> tuple[list[tuple[Any, ...]], bool]:
         """The step's tokens for the event loop, one (stream, token, logprob, finish reason,
-        cached tokens) per running sequence. A sequence whose own code failed during the step
-        (its sampler or logits processors) fails alone; the rest of the batch goes on."""
+        cached tokens) per running sequence, and whether one is a sequence's first. A sequence
+        whose own code failed during the step (its sampler or logits processors) fails alone;
+        the rest of the batch goes on."""
         while self._faulted:
             sequence = self._faulted.pop()
             if self._by_uid.get(sequence.uid) is sequence:
                 self._fail_sequence(sequence, sequence.trap.error)
         tokens = []
         ended = []
+        first = False
         by_uid = self._by_uid
         for response in responses:
             sequence = by_uid.get(response.uid)
@@ -391,6 +393,8 @@ class Engine(ModelThread):
                 continue
             tokens.append((sequence.stream, response.token, response.logprob,
                            response.finish_reason, sequence.cached_tokens))
+            if not sequence.answered:
+                sequence.answered = first = True
             if response.finish_reason is not None:  # the generator has let go of it already
                 ended.append((sequence, response))
         if ended:  # stored before the ends, which may start choices that fetch from the cache
@@ -398,7 +402,7 @@ class Engine(ModelThread):
             for sequence, _ in ended:
                 self._end(sequence.stream)
         self.generated_tokens += len(tokens)
-        return tokens
+        return tokens, first
 
     def _remove(self, sequence: Sequence) -> None:
         """Take a running sequence out of the batch, keeping its cache for later prompts."""
@@ -451,6 +455,6 @@ class Engine(ModelThread):
             for follower in orphaned.unstarted():
                 self._end(follower, error)
 
-    def _call_in_loop(self, fn: Callable[..., None], arg: Any) -> None:
+    def _call_in_loop(self, fn: Callable[..., None], arg: Any, at_once: bool = False) -> None:
         if self._handoff is not None:
-            self._handoff.call(fn, arg)
+            self._handoff.call(fn, arg, at_once=at_once)
