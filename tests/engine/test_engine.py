@@ -96,15 +96,20 @@ def test_stop_string_ends_generation_without_leaking(engine):
     assert text == full[: full.index(stop)]
 
 
-def test_only_a_step_with_a_first_token_wakes_the_loop_at_once(engine, monkeypatch):
+def test_only_a_step_with_a_first_token_wakes_the_loop_at_once(tiny_repository, monkeypatch):
     """The time to first token is not spent waiting for the engine's next launch; the tokens
-    after it are handed over without letting go of the GIL (``LoopHandoff``)."""
-    handed: list[tuple[int, bool]] = []  # (tokens in the call, at_once)
+    after it are handed over without letting go of the GIL (``LoopHandoff``). An engine of its
+    own: nothing else runs in it."""
+    engine = Engine(lambda: load(str(tiny_repository / "tiny")), name="tiny", slots=2,
+                    max_queue=1)
+    engine.start()
+    engine.wait_loaded(60)
+    handed: list[tuple[list, bool]] = []  # (the step's tokens, at_once)
     real_call = engine._call_in_loop
 
     def recording(fn, arg, at_once=False):
         if isinstance(arg, list):
-            handed.append((len(arg), at_once))
+            handed.append((arg, at_once))
         real_call(fn, arg, at_once=at_once)
 
     monkeypatch.setattr(engine, "_call_in_loop", recording)
@@ -112,10 +117,13 @@ def test_only_a_step_with_a_first_token_wakes_the_loop_at_once(engine, monkeypat
 
     async def main():
         (stream,) = engine.submit(GenerationRequest(prompt(engine), 8, params))
-        return await collect(stream)
+        return stream, await collect(stream)
 
-    text, last = asyncio.run(main())
+    try:
+        _, (_, last) = asyncio.run(main())
+    finally:
+        engine.stop()
     assert last.completion_tokens == 8
-    assert sum(n for n, _ in handed) == 8
+    assert [len(tokens) for tokens, _ in handed] == [1] * 8  # one step, one token
     assert handed[0][1] is True  # the first token, at once
     assert not any(at_once for _, at_once in handed[1:])
