@@ -47,8 +47,11 @@ def test_calls_from_another_thread_run_on_the_loop_in_order():
     assert threads == {threading.main_thread().ident}
 
 
-def test_a_full_wake_up_pipe_loses_no_call():
-    """Far more calls than the pipe holds bytes, made while the loop cannot read it."""
+@pytest.mark.parametrize("at_once", [lambda i: False, lambda i: i % 3 == 0],
+                         ids=["keeping-the-gil", "some-at-once"])
+def test_a_full_wake_up_pipe_loses_no_call_and_keeps_the_order(at_once):
+    """Far more calls than the pipe holds bytes, made while the loop cannot read it; with
+    either kind of wake-up, mixed or not."""
     count = 200_000
     seen: list[int] = []
 
@@ -56,27 +59,10 @@ def test_a_full_wake_up_pipe_loses_no_call():
         loop = asyncio.get_running_loop()
         handoff = LoopHandoff.for_running_loop(loop)
         for i in range(count):  # the loop is busy here: nothing is read meanwhile
-            handoff.call(seen.append, i)
+            handoff.call(seen.append, i, at_once=at_once(i))
         assert seen == []
         done = loop.create_future()
         handoff.call(done.set_result, None)
-        await asyncio.wait_for(done, 60)  # a guard against a hang, not a timing
-
-    asyncio.run(main())
-    assert seen == list(range(count))
-
-
-def test_calls_at_once_and_not_keep_one_order_also_past_a_full_pipe():
-    count = 100_000
-    seen: list[int] = []
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        handoff = LoopHandoff.for_running_loop(loop)
-        for i in range(count):  # the loop reads nothing meanwhile: the pipe fills up
-            handoff.call(seen.append, i, at_once=i % 3 == 0)
-        done = loop.create_future()
-        handoff.call(done.set_result, None, at_once=True)
         await asyncio.wait_for(done, 60)  # a guard against a hang, not a timing
 
     asyncio.run(main())

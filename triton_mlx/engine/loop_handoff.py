@@ -60,7 +60,7 @@ class LoopHandoff:
         os.set_blocking(write_fd, False)
         try:
             loop.add_reader(read_fd, self._run)
-        except NotImplementedError:  # e.g. Windows' proactor loop
+        except NotImplementedError:  # a loop that cannot watch pipes (Windows' proactor)
             os.close(read_fd)
             os.close(write_fd)
             return
