@@ -19,10 +19,11 @@ again nor at larger ones; one whose process exits is dropped.
 from __future__ import annotations
 
 import argparse
+import statistics
 from collections.abc import Callable
 from typing import Any
 
-from bench import clients, servers, workload
+from bench import clients, server_timing, servers, workload
 from bench.clients import CLOCK, CaseResult, ClientPool
 from bench.engine import EngineFailed, EngineProcess
 from bench.results import (
@@ -41,6 +42,7 @@ from bench.stats import tps
 ENGINE = "raw engine"  # the process behind GENERATE_STEP, BATCH_ONE and RAW
 _ENGINE_SYSTEMS = (GENERATE_STEP, BATCH_ONE, RAW)
 Progress = Callable[[str], None]
+_PARTS = ("ttft_mean_ms", "server_ttft_ms", "queue_ms", "prefill_ms")  # shown when measured
 
 
 def _streams(count: int) -> str:
@@ -139,7 +141,16 @@ class Bench:
             return self._engine_measure(system, streams, round_, command)
         chats = ([workload.single_messages(round_)] if single
                  else workload.sweep_messages(streams, round_))
-        return from_case(system, round_, self._server(system, chats, tokens), single)
+        if system != OURS:
+            return from_case(system, round_, self._server(system, chats, tokens), single)
+        before = server_timing.scrape(self.specs[system].base_url)
+        measure = from_case(system, round_, self._server(system, chats, tokens), single)
+        if measure.ok:  # where the server's own TTFT went (bench.server_timing)
+            after = server_timing.scrape(self.specs[system].base_url)
+            measure.figures.update(server_timing.mean_parts(before, after))
+            measure.figures["ttft_mean_ms"] = 1000 * statistics.fmean(
+                s.ttft for s in measure.case.streams)
+        return measure
 
     def _round(self, order: tuple[str, ...], streams: int, round_: int, total: int,
                single: bool) -> None:
@@ -152,6 +163,9 @@ class Bench:
                      f"decode {tps(measure.figures.get('decode_tps'))} tok/s" if single else
                      f"output {tps(measure.figures.get('output_tps'))} tok/s, decode "
                      f"{tps(measure.figures.get('decode_tps'))} tok/s")
+            parts = [f"{k} {measure.figures[k]:.0f}" for k in _PARTS if k in measure.figures]
+            if parts:
+                shown += f" (TTFT mean, ms: {', '.join(parts)})"
             self.progress(f"{'single stream' if single else _streams(streams)}, round "
                           f"{round_ + 1}/{total}, {system}: {shown}")
             if measure.error and "timed out" in measure.error and not single:

@@ -10,6 +10,7 @@ medians. A case that failed or timed out is printed as such, with its failed req
 from __future__ import annotations
 
 import datetime
+import statistics
 
 from bench.machine import load_line, machine_lines
 from bench.report_structured import render_structured
@@ -129,6 +130,29 @@ def sweep_lines(run: Run) -> list[str]:
             "client processes: " + (procs or "one (every level)")]
 
 
+def ttft_part_lines(run: Run) -> list[str]:
+    """Our TTFT taken apart with the server's own metrics (``bench.server_timing``)."""
+    rows = []
+    for streams in run.concurrency:
+        spreads = [run.spread(OURS, f, streams) for f in
+                   ("ttft_mean_ms", "server_ttft_ms", "queue_ms", "prefill_ms")]
+        if spreads[0] is None or spreads[1] is None:
+            continue
+        before = [c - s for c, s in zip(run.values(OURS, "ttft_mean_ms", streams),
+                                        run.values(OURS, "server_ttft_ms", streams),
+                                        strict=True) if c is not None and s is not None]
+        rows.append([str(streams), *(f"{x.median:.0f}" if x else "" for x in spreads[:2]),
+                     f"{statistics.median(before):.0f}" if before else "",
+                     *(f"{x.median:.0f}" if x else "" for x in spreads[2:])])
+    if not rows:
+        return []
+    return [f"## Where {OURS}'s TTFT went (means over each case's requests, ms; median over "
+            "rounds)",
+            *table(["streams", "client TTFT", "server TTFT (from submission)",
+                    "before submission (client, HTTP, template, tokens)",
+                    "queue (to a batch slot)", "prefill (to first text)"], rows)]
+
+
 def sweep_ratio_lines(run: Run) -> list[str]:
     systems = run.systems("sweep")
     pairs = [("output tok/s ours / mlx_lm.server", (OURS, "output_tps"), (PEER, "output_tps")),
@@ -246,6 +270,6 @@ def readme_lines(run: Run) -> list[str]:
 
 def render(run: Run) -> str:
     sections = [header_lines(run), single_stream_lines(run), sweep_lines(run),
-                sweep_ratio_lines(run), target_lines(run), prefix_lines(run), note_lines(run),
-                readme_lines(run)]
+                sweep_ratio_lines(run), ttft_part_lines(run), target_lines(run),
+                prefix_lines(run), note_lines(run), readme_lines(run)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

@@ -3,6 +3,7 @@
 import json
 
 import openai
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TINY
@@ -105,6 +106,31 @@ def test_metrics_count_tokens_and_parse_as_prometheus(tiny_server):
     assert _gap_count(tiny_server.port) - gaps_before == 8 - per_chunk[0]
     memory = {s.labels["kind"]: s.value for s in families["triton_mlx_memory_bytes"].samples}
     assert memory["mlx_active"] > 0 and memory["process_resident"] > 0
+
+
+def _histogram(text: str, name: str) -> tuple[float, float]:
+    """(sum, count) of the tiny model's series of histogram ``name``."""
+    family = {f.name: f for f in text_string_to_metric_families(text)}[name]
+    values = {s.name: s.value for s in family.samples if s.labels.get("model") == TINY}
+    return values.get(name + "_sum", 0.0), values.get(name + "_count", 0.0)
+
+
+def test_time_to_first_token_splits_into_queue_and_prefill(tiny_server):
+    """Each answered request adds one wait for a batch slot and one prefill, which together
+    make its time to first token."""
+    names = ("triton_mlx_request_queue_seconds", "triton_mlx_request_prefill_seconds",
+             "triton_mlx_time_to_first_token_seconds")
+    before = [_histogram(request(tiny_server.port, "GET", "/v1/metrics")[2], n) for n in names]
+    client = openai.OpenAI(base_url=tiny_server.base_url, api_key="x", max_retries=0)
+    for _ in range(2):
+        client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "Hi"}],
+                                       max_tokens=3)
+    after = [_histogram(request(tiny_server.port, "GET", "/v1/metrics")[2], n) for n in names]
+    (queue, prefill, ttft) = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before,
+                                                                        strict=True)]
+    assert queue[1] == prefill[1] == ttft[1] == 2
+    assert queue[0] >= 0 and prefill[0] > 0
+    assert queue[0] + prefill[0] == pytest.approx(ttft[0], rel=1e-6, abs=1e-6)
 
 
 def test_api_key_guards_every_route_but_health(tiny_repository, start_server):

@@ -33,6 +33,7 @@ import asyncio
 import copy
 import logging
 import queue
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -352,6 +353,7 @@ class Engine(ModelThread):
         uid, trap = batch_generator.insert(self._generator, request, cache, cached,
                                            self._vocab_size, self._eos_ids, self._grammars)
         sequence = Sequence(stream=stream, uid=uid, cached_tokens=cached, trap=trap)
+        stream.admitted_at = time.perf_counter()
         trap.on_first_error = lambda: self._faulted.append(sequence)
         self._by_uid[uid] = sequence
         self._scheduler.started(sequence)

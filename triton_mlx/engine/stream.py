@@ -47,6 +47,9 @@ class GenerationStream:
         self._waiter: asyncio.Future[None] | None = None  # the reader waiting for an item
         self._done = False  # the reader has seen the end, or cancelled
         self._ended = False  # no more outputs will be put
+        self.admitted_at: float | None = None
+        """When the engine put the sequence in the batch (``time.perf_counter``, written once
+        by the engine thread): the end of its wait in the queue, the start of its prefill."""
 
     def __aiter__(self) -> AsyncIterator[GenerationOutput]:
         return self._iterate()

@@ -40,6 +40,18 @@ class ServerMetrics:
             ("model",),
             DEFAULT_BUCKETS,
         )
+        self.queue_time = r.histogram(
+            "triton_mlx_request_queue_seconds",
+            "Time a generation request waited for a batch slot: from its submission to the "
+            "engine to its first sequence entering the batch.",
+            ("model",), DEFAULT_BUCKETS,
+        )
+        self.prefill_time = r.histogram(
+            "triton_mlx_request_prefill_seconds",
+            "Time from a request's first sequence entering the batch to its first generated "
+            "text: the prompt's prefill and first decode step.",
+            ("model",), DEFAULT_BUCKETS,
+        )
         self.time_per_output_token = r.histogram(
             "triton_mlx_time_per_output_token_seconds",
             "Mean time between generated tokens of a request, after the first.",
@@ -232,11 +244,18 @@ class ServerMetrics:
         duration: float,
         first_token_after: float | None,
         prompt_tokens: int,
+        admitted_after: float | None = None,
         completion_tokens: int,
         cached_tokens: int = 0,
         token_gaps: Sequence[float] = (),
     ) -> None:
-        """Record one finished generation request."""
+        """Record one finished generation request. ``admitted_after``: seconds from its
+        submission to its first sequence entering the batch (None if none did)."""
+        if admitted_after is not None:
+            self.queue_time.observe(admitted_after, model=model)
+            if first_token_after is not None:
+                self.prefill_time.observe(max(0.0, first_token_after - admitted_after),
+                                          model=model)
         if token_gaps:
             gaps = self.inter_token_latency.labels(model=model)
             for gap in token_gaps:

@@ -160,11 +160,13 @@ class Generation:
         self.cancel()
         now = time.perf_counter()
         first = self.first_token_at
+        admitted = [s.admitted_at for s in self.streams if s.admitted_at is not None]
         metrics.observe_generation(
             model=self.model_name,
             route=route,
             duration=now - self.started,
             first_token_after=None if first is None else first - self.started,
+            admitted_after=min(admitted) - self.started if admitted else None,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.total_completion_tokens,
             cached_tokens=self.cached_tokens,
