@@ -11,8 +11,12 @@
    the second. On the H200 the first of five profiled rounds ran at half the speed of the
    others, and launching prefill took a fifth of the engine thread's time at one stream.
 
-``python -m bench.cuda_probe [--rows 1 16 64 128 256] [--repeats 20] [--lengths 17 31 ...]``;
-prints one line per case.
+   Also for a batch of prompts of unequal lengths (``--batches``), as the engine prefills them.
+   ``--unfused``: the same with ``triton_mlx.engine.cuda_attention`` installed, as our server
+   runs on CUDA (small prompt attention unfused, no cuDNN graph per shape).
+
+``python -m bench.cuda_probe [--rows 1 16 64 128 256] [--repeats 20] [--lengths 17 31 ...]
+[--batches 4 32] [--skip-matmul] [--unfused]``; prints one line per case.
 """
 
 from __future__ import annotations
@@ -92,15 +96,54 @@ def first_shapes(lengths: list[int]) -> None:
               "ms", flush=True)
 
 
+def first_batches(sizes: list[int], lengths: list[int]) -> None:
+    """The same for a batch of prompts of unequal lengths, as the engine prefills arrivals:
+    left-padded into one ``BatchKVCache``, so attention takes an array mask, not ``causal``."""
+    from mlx_lm.models import llama
+    from mlx_lm.models.cache import BatchKVCache
+
+    args = llama.ModelArgs(model_type="llama", hidden_size=2048, num_hidden_layers=4,
+                           intermediate_size=8192, num_attention_heads=32, rms_norm_eps=1e-5,
+                           vocab_size=32000, num_key_value_heads=8, head_dim=64,
+                           rope_theta=500000.0, tie_word_embeddings=True)
+    model = llama.Model(args)
+    model.set_dtype(mx.bfloat16)
+    mx.eval(model.parameters())
+    for b in sizes:
+        for n in lengths:
+            padding = [(5 * i) % 7 for i in range(b)]  # rows shorter by up to 6 tokens
+            tokens = mx.array([[(11 * i + r) % 32000 for i in range(n)] for r in range(b)])
+            spans = []
+            for _ in range(2):
+                cache = [BatchKVCache(left_padding=padding) for _ in model.layers]
+                start = time.perf_counter()
+                mx.eval(model(tokens, cache=cache))
+                spans.append(time.perf_counter() - start)
+            print(f"batch {b:3d} x length {n:4d} (array mask): first forward "
+                  f"{spans[0] * 1e3:8.2f} ms, same shape again {spans[1] * 1e3:8.2f} ms",
+                  flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--lengths", type=int, nargs="+", default=[17, 31, 32, 45, 64, 97])
+    parser.add_argument("--batches", type=int, nargs="+", default=[4, 32],
+                        help="prompts per prefill batch for the array-mask case")
+    parser.add_argument("--skip-matmul", action="store_true", help="shapes only")
+    parser.add_argument("--unfused", action="store_true",
+                        help="with triton_mlx.engine.cuda_attention installed, as the server runs")
     args = parser.parse_args(argv)
+    if args.unfused:
+        from triton_mlx.engine import cuda_attention
+
+        cuda_attention.install()
     print(f"MLX {mx.__version__}, {mx.default_device()}", flush=True)
     first_shapes(args.lengths)
-    matmul_paths(args.rows, args.repeats)
+    first_batches(args.batches, args.lengths)
+    if not args.skip_matmul:
+        matmul_paths(args.rows, args.repeats)
 
 
 if __name__ == "__main__":

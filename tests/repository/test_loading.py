@@ -39,3 +39,17 @@ def test_a_template_that_does_not_compile_leaves_no_engine_behind(tmp_path, star
         (folder / "touched.txt").write_text(str(attempt))
         wait_for(attempted, what="the reload attempt")
         wait_for(lambda: not engine_threads(), what="the retried engine's thread to end")
+
+
+def test_prompt_attention_is_rerouted_on_cuda_only(tmp_path, monkeypatch):
+    """A model folder loaded on MLX's CUDA backend installs the unfused prompt attention
+    (``engine.cuda_attention``); on any other backend MLX's attention stays as it is."""
+    from triton_mlx.repository import loading
+
+    build_tiny_model(tmp_path / NAME)
+    installs = []
+    monkeypatch.setattr(loading.cuda_attention, "install", lambda: installs.append(1))
+    for cuda in (False, True):
+        monkeypatch.setattr(loading, "on_cuda", lambda cuda=cuda: cuda)
+        loading.load_model_folder(tmp_path / NAME)
+        assert len(installs) == int(cuda)

@@ -21,10 +21,10 @@ from triton_mlx.distributed import world as distributed_world
 from triton_mlx.distributed.world import World
 from triton_mlx.encoders import is_bert_config
 from triton_mlx.encoders.engine import EmbeddingEngine
-from triton_mlx.engine import mlx_lm_fixes
+from triton_mlx.engine import cuda_attention, mlx_lm_fixes
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.model_thread import ModelThread
-from triton_mlx.engine.runtime_profile import RuntimeProfile, prepare_model
+from triton_mlx.engine.runtime_profile import RuntimeProfile, on_cuda, prepare_model
 from triton_mlx.repository.served import ChatModel, EmbeddingModel
 from triton_mlx.repository.settings import ModelFolderError, ModelSettings
 from triton_mlx.serving.prompts import PromptBuilder
@@ -196,6 +196,8 @@ def load_model_folder(
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
         raise ModelFolderError("no tokenizer.json or tokenizer.model")
     mlx_lm_fixes.apply()
+    if on_cuda():  # no cuDNN graph built per prompt shape (cuda_attention's docstring)
+        cuda_attention.install()
     model, config = load_model(path, lazy=world is not None)
     if world is not None:
         distributed_world.shard(model, world)
