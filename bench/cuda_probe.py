@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import mlx.core as mx
 
@@ -124,6 +125,49 @@ def first_batches(sizes: list[int], lengths: list[int]) -> None:
                   flush=True)
 
 
+def _ops_at(n: int, weights: dict[str, mx.array], norm: mx.array) -> dict[str, Any]:
+    """The operations of a forward pass at prompt length ``n``, each a function to time."""
+    from triton_mlx.engine.cuda_attention import unfused_attention
+
+    x = mx.random.normal((1, n, 2048)).astype(mx.bfloat16)
+    h = mx.random.normal((1, n, 8192)).astype(mx.bfloat16)
+    q = mx.random.normal((1, 32, n, 64)).astype(mx.bfloat16)
+    kv = mx.random.normal((1, 8, n, 64)).astype(mx.bfloat16)
+    mx.eval(x, h, q, kv)
+    cases: dict[str, Any] = {name: (lambda w=w: (h if w.shape[1] == 8192 else x) @ w.T)
+                             for name, w in weights.items()}
+    cases["rms_norm"] = lambda: mx.fast.rms_norm(x, norm, 1e-5)
+    cases["rope"] = lambda: mx.fast.rope(q, 64, traditional=False, base=500000.0, scale=1.0,
+                                         offset=3)
+    cases["attention (unfused)"] = lambda: unfused_attention(q, kv, kv, 0.125, "causal")
+    cases["softmax"] = lambda: mx.softmax(q @ q.swapaxes(-1, -2), axis=-1, precise=True)
+    cases["silu*x"] = lambda: mx.sigmoid(h) * h * h
+    return cases
+
+
+def first_ops(lengths: list[int]) -> None:
+    """Which operation pays for a new length: each alone, at a length it has not seen, then
+    again (the forward pass's matmuls at its weights' shapes, its norm, RoPE, the unfused
+    attention's pieces)."""
+    weights = {f"matmul {n}x{k}": mx.random.normal((n, k)).astype(mx.bfloat16)
+               for n, k in ((2048, 2048), (512, 2048), (8192, 2048), (2048, 8192),
+                            (32000, 2048))}
+    norm = mx.ones((2048,), dtype=mx.bfloat16)
+    mx.eval(list(weights.values()), norm)
+    for n in lengths:
+        spans = {}
+        for name, fn in _ops_at(n, weights, norm).items():
+            times = []
+            for _ in range(2):
+                start = time.perf_counter()
+                mx.eval(fn())
+                times.append(time.perf_counter() - start)
+            spans[name] = times
+        print(f"length {n:4d}: " + "; ".join(f"{name} {a * 1e3:.2f}/{b * 1e3:.2f}"
+                                             for name, (a, b) in spans.items()) + " ms",
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16, 64, 128, 256])
@@ -132,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 32],
                         help="prompts per prefill batch for the array-mask case")
     parser.add_argument("--skip-matmul", action="store_true", help="shapes only")
+    parser.add_argument("--ops", action="store_true",
+                        help="only time each operation at new lengths, first and again")
     parser.add_argument("--unfused", action="store_true",
                         help="with triton_mlx.engine.cuda_attention installed, as the server runs")
     args = parser.parse_args(argv)
@@ -140,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
 
         cuda_attention.install()
     print(f"MLX {mx.__version__}, {mx.default_device()}", flush=True)
+    if args.ops:
+        first_ops(args.lengths)
+        return
     first_shapes(args.lengths)
     first_batches(args.batches, args.lengths)
     if not args.skip_matmul:

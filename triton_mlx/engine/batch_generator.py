@@ -14,6 +14,7 @@ goes to the sequence's ``FaultTrap``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
@@ -28,12 +29,14 @@ from triton_mlx.engine.types import GenerationRequest
 
 
 def new_generator(model: Any, eos_ids: list[int], slots: int, prefill_step_size: int,
-                  stream: Any) -> ConstrainedGenerator:
+                  stream: Any, pad_prompts: bool = False) -> ConstrainedGenerator:
     """A generator that decodes up to ``slots`` sequences at once and prefills prompts in
-    chunks of ``prefill_step_size`` tokens between decode steps."""
+    chunks of ``prefill_step_size`` tokens between decode steps; ``pad_prompts``: to the
+    lengths of ``prompt_shapes`` (on CUDA)."""
     return ConstrainedGenerator(
         model,
         eos_ids=eos_ids,
+        pad_prompts=pad_prompts,
         stop_tokens=[[t] for t in eos_ids],
         completion_batch_size=slots,
         prefill_batch_size=slots,
@@ -42,11 +45,15 @@ def new_generator(model: Any, eos_ids: list[int], slots: int, prefill_step_size:
     )
 
 
-def warm_up(generator: ConstrainedGenerator, prompt: list[int], batch_sizes: range) -> None:
-    """Run two-token generations of ``prompt`` at each batch size, so no request pays kernel
-    compilation or first allocations."""
-    for size in batch_sizes:
-        uids = set(generator.insert([prompt] * size, max_tokens=[2] * size))
+def warm_up(generator: ConstrainedGenerator, prompt: list[int], batch_sizes: int,
+            prompt_lengths: Sequence[int] = ()) -> None:
+    """Run two-token generations of ``prompt`` at each batch size up to ``batch_sizes``, then
+    of a lone prompt of each of ``prompt_lengths`` tokens, so that no request pays for kernel
+    compilation, first allocations or a matrix shape's first use."""
+    runs = [[prompt] * size for size in range(1, batch_sizes + 1)]
+    runs += [[(prompt * (length + 1))[:length + 1]] for length in prompt_lengths]
+    for prompts in runs:  # (a prompt's last token is its first decode step's input)
+        uids = set(generator.insert(prompts, max_tokens=[2] * len(prompts)))
         while uids:
             _, responses = generator.next()
             uids -= {r.uid for r in responses if r.finish_reason}

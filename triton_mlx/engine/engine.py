@@ -39,7 +39,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from triton_mlx.engine import batch_generator
+from triton_mlx.engine import batch_generator, prompt_shapes
 from triton_mlx.engine.constraints import GrammarCache
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.embedding_lane import EmbeddingLane
@@ -47,6 +47,7 @@ from triton_mlx.engine.kv_budget import KVBudget, measure_budget
 from triton_mlx.engine.loop_handoff import LoopHandoff
 from triton_mlx.engine.model_thread import ModelThread
 from triton_mlx.engine.prefix_cache import PrefixCache
+from triton_mlx.engine.runtime_profile import on_cuda
 from triton_mlx.engine.scheduler import ChoiceGroup, Scheduler
 from triton_mlx.engine.sequence import Sequence
 from triton_mlx.engine.stop_strings import StopStringMatcher
@@ -91,6 +92,7 @@ class Engine(ModelThread):
         warmup: bool = True,
         memory_budget_bytes: int | None = None,
         prefix_cache_bytes: int = 0,
+        pad_prompts: bool | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -99,6 +101,8 @@ class Engine(ModelThread):
         self.max_queue = max_queue
         self._load = load
         self._prefill_step_size = prefill_step_size
+        self._pad_prompts = pad_prompts  # prefill padded to a few lengths (prompt_shapes);
+        # None: on CUDA only
         self._warmup = warmup
         self._memory_budget = memory_budget_bytes
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -244,12 +248,15 @@ class Engine(ModelThread):
         self._decoder = fast_decoder(self._tokenizer)
         self._eos_ids = sorted(self._tokenizer.eos_token_ids)
         self._grammars = GrammarCache(self._tokenizer, self._eos_ids)
+        if self._pad_prompts is None:
+            self._pad_prompts = on_gpu and on_cuda()
         self._generator = self._new_generator()
         self.prefix_cache.watch_model(self._model)
         if self._warmup:  # on a GPU each batch size compiles once; a CPU compiles nothing
-            prompt = self._tokenizer.encode("Hello")[-4:] or [0]
-            batch_generator.warm_up(self._generator, prompt,
-                                    range(1, (self.slots if on_gpu else 1) + 1))
+            batch_generator.warm_up(
+                self._generator, self._tokenizer.encode("Hello")[-4:] or [0],
+                self.slots if on_gpu else 1,
+                prompt_shapes.lengths(self._prefill_step_size) if self._pad_prompts else ())
         if self.embeds:
             self._embeddings.attach(self._model, self._stream, self._prefill_step_size,
                                     on_pass=self._count_embedded)
@@ -257,7 +264,8 @@ class Engine(ModelThread):
 
     def _new_generator(self) -> Any:
         return batch_generator.new_generator(self._model, self._eos_ids, self.slots,
-                                             self._prefill_step_size, self._stream)
+                                             self._prefill_step_size, self._stream,
+                                             self._pad_prompts)
 
     def _count_embedded(self, tokens: int) -> None:
         self.prompt_tokens += tokens

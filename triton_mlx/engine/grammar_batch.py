@@ -27,7 +27,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, PromptProcessingBatch
 
-from triton_mlx.engine import batch_caches
+from triton_mlx.engine import batch_caches, prompt_shapes
 from triton_mlx.engine.constraints import ConstrainedSequence, GrammarMasker
 from triton_mlx.engine.decode_batch import DecodeBatch, RowSettings
 
@@ -58,13 +58,14 @@ class Constraints:
 class ConstrainedGenerator(BatchGenerator):
     """A ``BatchGenerator`` over ``DecodeBatch``, whose sequences may each carry a grammar."""
 
-    def __init__(self, model: Any, *, eos_ids: list[int], **kwargs: Any) -> None:
+    def __init__(self, model: Any, *, eos_ids: list[int], pad_prompts: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.constraints = Constraints()
         self.settings: dict[int, RowSettings] = {}
         self._prompt_batch = _PromptBatch.empty(
             self.model, self.sampler, prefill_step_size=self.prefill_step_size)
-        self._prompt_batch.wire(self.settings, eos_ids, self.constraints)
+        self._prompt_batch.wire(self.settings, eos_ids, self.constraints, pad_prompts)
         self._generation_batch = DecodeBatch.empty(self.model, self.settings, eos_ids,
                                                    self.constraints)
 
@@ -98,10 +99,13 @@ class _PromptBatch(PromptProcessingBatch):
     settings: dict[int, RowSettings]
     eos_ids: list[int]
     constraints: Constraints | None = None
+    pad_prompts = False
+    """Right-pad each prefill to one of ``prompt_shapes.lengths`` (CUDA: shapes seen before)."""
 
     def wire(self, settings: dict[int, RowSettings], eos_ids: list[int],
-             constraints: Constraints) -> None:
+             constraints: Constraints, pad_prompts: bool = False) -> None:
         self.settings, self.eos_ids, self.constraints = settings, eos_ids, constraints
+        self.pad_prompts = pad_prompts
 
     def _copy(self) -> _PromptBatch:
         if not batch_caches.uniform(self.prompt_cache):
@@ -113,7 +117,7 @@ class _PromptBatch(PromptProcessingBatch):
                          "max_tokens"):
                 setattr(batch, name, list(getattr(self, name)))
             batch.prompt_cache = [copy.copy(c) for c in self.prompt_cache]
-        batch.wire(self.settings, self.eos_ids, self.constraints)
+        batch.wire(self.settings, self.eos_ids, self.constraints, self.pad_prompts)
         return batch
 
     def split(self, indices: list[int]) -> _PromptBatch:
@@ -152,6 +156,8 @@ class _PromptBatch(PromptProcessingBatch):
             history += new
         lengths = [len(t) for t in tokens]
         longest = max(lengths)
+        if self.pad_prompts and batch_caches.uniform(self.prompt_cache):
+            longest = prompt_shapes.padded_length(longest, self.prefill_step_size)
         padding = [longest - n for n in lengths]
         if max(padding) > 0:  # right-padded; ``finalize`` moves the padding to the left
             for cache in self.prompt_cache:
