@@ -168,6 +168,30 @@ def first_ops(lengths: list[int]) -> None:
               flush=True)
 
 
+def decode_speed(tokens: int, rounds: int = 3) -> None:
+    """``generate_step``'s decode tok/s on a 16-layer model of Llama-3.2-1B's sizes (random
+    bf16 weights): what a lone stream gets, to set beside a first shape's cost."""
+    from mlx_lm.generate import generate_step
+    from mlx_lm.models import llama
+
+    args = llama.ModelArgs(model_type="llama", hidden_size=2048, num_hidden_layers=16,
+                           intermediate_size=8192, num_attention_heads=32, rms_norm_eps=1e-5,
+                           vocab_size=128256, num_key_value_heads=8, head_dim=64,
+                           rope_theta=500000.0, tie_word_embeddings=True)
+    model = llama.Model(args)
+    model.set_dtype(mx.bfloat16)
+    mx.eval(model.parameters())
+    prompt = mx.array([(7 * i) % 128000 for i in range(40)])
+    for round_ in range(rounds + 1):
+        start = None
+        for n, _ in enumerate(generate_step(prompt, model, max_tokens=tokens + 1)):
+            if n == 0:
+                start = time.perf_counter()
+        speed = tokens / (time.perf_counter() - start)
+        print(f"decode, round {round_}{' (warm-up)' if round_ == 0 else ''}: {speed:.1f} tok/s",
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16, 64, 128, 256])
@@ -176,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 32],
                         help="prompts per prefill batch for the array-mask case")
     parser.add_argument("--skip-matmul", action="store_true", help="shapes only")
+    parser.add_argument("--decode", type=int, default=0,
+                        help="also time generate_step's decode over this many tokens")
     parser.add_argument("--ops", action="store_true",
                         help="only time each operation at new lengths, first and again")
     parser.add_argument("--unfused", action="store_true",
@@ -188,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MLX {mx.__version__}, {mx.default_device()}", flush=True)
     if args.ops:
         first_ops(args.lengths)
+        if args.decode:
+            decode_speed(args.decode)
         return
     first_shapes(args.lengths)
     first_batches(args.batches, args.lengths)

@@ -31,6 +31,7 @@ import os
 import struct
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -98,6 +99,7 @@ class FakeStream:
 
     def __init__(self, request: Any) -> None:
         self.request = request
+        self.admitted_at = time.perf_counter()  # in the batch at once: no queue
 
     async def __aiter__(self):
         k = self.request.logprobs
