@@ -220,3 +220,66 @@ def test_penalised_rows_decode_together_as_alone_while_rows_leave_and_join(loade
     for uid, case in zip([*uids, joined[0]], [*cases, late], strict=True):
         assert [t for t, _ in got[uid]] == solo(*case)
     assert solo("Hello", 12, GREEDY) != solo(*cases[0])  # the penalty does change the text
+
+
+@pytest.mark.parametrize("logprobs", [None, 2])
+def test_a_batch_begun_from_nothing_reads_its_first_tokens_a_step_sooner(loaded, logprobs):
+    """Prefill is one step, the first token the next: no third step before the user sees it.
+    The tokens that follow, and their log probabilities, are those of ``generate_step``."""
+    model, tokenizer = loaded
+    generator = new_generator(model)
+    prompt = "The capital of France"
+    uid = insert(generator, model, tokenizer, request(tokenizer, prompt, 6, logprobs=logprobs))
+    got: list = []
+    calls, steps_to_first, done = 0, None, False
+    while not done:
+        _, responses = generator.next()
+        calls += 1
+        got += [(r.token, r.logprob) for r in responses if r.uid == uid]
+        if steps_to_first is None and got:
+            steps_to_first = calls
+        done = any(r.finish_reason for r in responses)
+    assert steps_to_first == 2
+    expected = alone(model, tokenizer.encode(prompt), 6)
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    if logprobs is not None:
+        for (token, (value, top)), (want, vector) in zip(got, expected, strict=True):
+            assert token == want and len(top) == 2
+            assert math.isclose(value, vector[want].item(), abs_tol=1e-4)
+
+
+def test_a_sequence_joining_a_running_batch_is_not_read_ahead(loaded):
+    """Only a batch begun from nothing reads at once: a newcomer to a running batch gets its
+    first token with the batch's next step, and everyone's tokens stay generate_step's."""
+    model, tokenizer = loaded
+    generator = new_generator(model)
+    texts = ["Hello world", "The quick brown fox"]
+    first = insert(generator, model, tokenizer, request(tokenizer, texts[0], 12))
+    for _ in range(4):
+        generator.next()
+    second = insert(generator, model, tokenizer, request(tokenizer, texts[1], 6))
+    calls, seen = 0, None
+    tokens: dict[int, list[int]] = {first: [], second: []}
+    while seen is None or len(tokens[second]) < 6:
+        _, responses = generator.next()
+        calls += 1
+        for r in responses:
+            tokens[r.uid].append(r.token)
+        if seen is None and tokens[second]:
+            seen = calls
+    assert seen == 3  # prefill, then the split (first token dispatched), then read with a step
+    assert tokens[second] == [t for t, _ in alone(model, tokenizer.encode(texts[1]), 6)]
+
+
+def test_a_batch_that_ends_at_its_first_token_takes_new_sequences(loaded):
+    """A row read ahead that ends at once (``max_tokens`` 1) leaves an empty batch that
+    later sequences join as usual."""
+    model, tokenizer = loaded
+    generator = new_generator(model)
+    uid = insert(generator, model, tokenizer, request(tokenizer, "Hello world", 1))
+    got, finish = run(generator, [uid])
+    assert len(got[uid]) == 1 and finish[uid] == "length"
+    later = insert(generator, model, tokenizer, request(tokenizer, "The quick brown fox", 5))
+    got, _ = run(generator, [later])
+    assert [t for t, _ in got[later]] == [
+        t for t, _ in alone(model, tokenizer.encode("The quick brown fox"), 5)]

@@ -97,15 +97,19 @@ def insert(generator: ConstrainedGenerator, request: GenerationRequest, cache: l
     return uid, trap
 
 
-def prompt_cache_to_fork(generator: ConstrainedGenerator, uid: int) -> tuple[list[Any], int] | None:
-    """The prompt cache of sequence ``uid`` less its last token, and the tokens it holds: the
-    start of each sibling, which samples its own first token from that last prompt token.
-    None when the cache cannot be trimmed."""
-    cache, tokens = generator.extract_cache([uid])[uid]
-    if not can_trim_prompt_cache(cache) or len(tokens) <= 1:
+def prompt_cache_to_fork(generator: ConstrainedGenerator, uid: int,
+                         prompt_length: int) -> tuple[list[Any], int] | None:
+    """The cache of sequence ``uid`` cut to its prompt less the last token (which each
+    sibling feeds itself to sample its own first token), and the tokens it holds. The
+    sequence may have read its first token already (a batch begun from nothing reads it at
+    once), so the cut is by the prompt's length, not its history. None when the cache cannot
+    be trimmed."""
+    cache, _ = generator.extract_cache([uid])[uid]
+    if not can_trim_prompt_cache(cache) or prompt_length <= 1:
         return None
-    trim_prompt_cache(cache, 1)
-    return cache, len(tokens) - 1
+    held = cache[0].offset  # tokens fed so far: the prompt, and any decoded since
+    trim_prompt_cache(cache, held - (prompt_length - 1))
+    return cache, prompt_length - 1
 
 
 def vocab_size(model: Any) -> int:

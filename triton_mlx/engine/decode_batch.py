@@ -24,7 +24,9 @@ bound by the host launching its kernels, so every per-row operation costs time. 
   another sequence joins. Only models whose caches are all ``BatchKVCache`` go lone.
 
 The step is pipelined as mlx-lm's is: step N+1 is dispatched before step N's tokens are read, so
-the host builds the next graph while the device computes. A row's own code (a seeded sampler,
+the host builds the next graph while the device computes. A batch begun from nothing (an idle
+engine's first arrivals) reads its first tokens at once instead (``read_now``): one engine step
+less to the first token, for one step without that overlap. A row's own code (a seeded sampler,
 processors of its own) runs under its ``FaultTrap``; a grammar masks its rows through
 ``Constraints``.
 """
@@ -113,6 +115,7 @@ class DecodeBatch:
         self._stack: PenaltyStack | None = None
         self._next_tokens: mx.array | None = inputs
         self._next_logprobs: _Pending = []
+        self._read_ahead = False  # the tokens dispatched last were read already (``read_now``)
         self._lone = False
         self._plan: _StepPlan | None = None
         if uids:
@@ -133,6 +136,9 @@ class DecodeBatch:
         """Add ``batch``'s sequences (just past their prompts, first tokens dispatched)."""
         if not batch.uids:
             return
+        # Rows join between steps, never between ``read_now`` and the step after it (whose
+        # dispatched tokens, already read, it returns none of).
+        assert not self._read_ahead, "rows joined a batch whose tokens were read ahead"
         if self._lone:
             self._leave_lone()
         if batch._lone:
@@ -166,6 +172,7 @@ class DecodeBatch:
         if not keep:
             self.prompt_cache.clear()
             self._lone = False
+            self._read_ahead = False  # no row left whose tokens were read ahead
         elif not self._lone:
             batch_caches.filter_rows(self.prompt_cache, keep)
         self.tokens = [self.tokens[i] for i in keep]
@@ -209,6 +216,29 @@ class DecodeBatch:
         if self._can_go_lone():
             self._go_lone()
         tokens, logprobs = self._step()
+        return self._results(tokens, logprobs)
+
+    def read_now(self) -> list[Decoded]:
+        """Read the tokens dispatched last without dispatching the next step, for a batch that
+        has just started from nothing: its first tokens reach their users a whole engine step
+        sooner (time to first token), for the device idling once while the next step is built.
+        The next ``next`` dispatches as usual and returns no tokens."""
+        if not self.uids or self._read_ahead:
+            return []
+        if self._can_go_lone():
+            self._go_lone()
+        inputs, pending = self._next_tokens, self._next_logprobs
+        mx.eval(inputs, *(a for _, arrays in pending for a in arrays))
+        tokens = inputs.tolist()
+        for history, token in zip(self.tokens, tokens, strict=True):
+            history.append(token)
+        self._next_logprobs = []
+        self._read_ahead = True
+        return self._results(tokens, _read_logprobs(pending))
+
+    def _results(self, tokens: list[int], logprobs: dict[int, Logprob]) -> list[Decoded]:
+        """Each row's ``Decoded`` for its new token, ending the rows that reached
+        ``max_tokens`` or a stop token."""
         results = []
         keep = []
         ended = []
@@ -245,7 +275,8 @@ class DecodeBatch:
         plan = self._plan = self._plan or _StepPlan(self._rows, self._eos_ids)
 
         logits = self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :]
-        logits, changed = self._process(plan, inputs, logits, 0 if first else 1)
+        unread = 0 if first or self._read_ahead else 1  # tokens sampled, not yet counted
+        logits, changed = self._process(plan, inputs, logits, unread)
         if self.constraints is not None:  # the one grammar mask of the step
             logits = self.constraints.apply(self.uids, inputs, logits)
         sampled = self._sample(plan, logits)
@@ -254,6 +285,9 @@ class DecodeBatch:
         self._next_logprobs = self._logprob_rows(plan, logits, sampled)
         mx.async_eval(sampled, *changed, *(a for _, arrays in self._next_logprobs
                                              for a in arrays))
+        if self._read_ahead:  # ``read_now`` returned this step's inputs already
+            self._read_ahead = False
+            return [], {}
 
         mx.eval(inputs, *(a for _, arrays in pending_logprobs for a in arrays))
         tokens = inputs.tolist()

@@ -375,7 +375,8 @@ class Engine(ModelThread):
         followers = self._scheduler.fork(leader.stream) if leader is not None else []
         if not followers:
             return
-        shared = batch_generator.prompt_cache_to_fork(self._generator, uid)
+        shared = batch_generator.prompt_cache_to_fork(
+            self._generator, uid, len(leader.request.prompt_tokens))
         for stream in followers:
             if shared is not None:
                 cache, cached = shared

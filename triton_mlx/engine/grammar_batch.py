@@ -84,7 +84,10 @@ class ConstrainedGenerator(BatchGenerator):
         return caches
 
     def _next(self) -> Any:
+        started = len(self._generation_batch) == 0
         prompt_responses, responses = super()._next()
+        if started and len(self._generation_batch) > 0:  # a batch begun from nothing
+            responses = [*responses, *self._generation_batch.read_now()]
         for response in responses:
             if response.finish_reason is not None:
                 self._forget(response.uid)

@@ -1,0 +1,100 @@
+"""Where a lone request's time to first token goes inside the engine, step by step.
+
+``python -m bench.ttft_timeline MODEL_DIR [--requests 7]`` loads MODEL_DIR as our server does,
+starts an ``Engine`` (warm-up included) and sends requests one at a time, each waiting for the
+last: chat prompts that share the chat template's start, as a server's requests do. Three runs:
+fresh prompts (each a length of its own) with the prefix cache, the same without it, and one
+prompt sent again and again (every shape seen before). Per run it prints the medians of: time
+from submission to the first output on the event loop, from entering the batch to it, and the
+engine steps (``generator.next`` calls) between the two, with their median length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.engine import chat_tokens, load
+
+
+def _prompts(tokenizer: Any, count: int, fresh: bool) -> list[list[int]]:
+    words = "lighthouse keeper bottle message harbour tide lantern chart".split()
+    out = []
+    for i in range(count):
+        n = 3 + 5 * i if fresh else 3  # each fresh prompt a few tokens longer than the last
+        question = " ".join(words[(i + j) % len(words)] for j in range(n))
+        out.append(chat_tokens(tokenizer, [{"role": "user", "content": question}]))
+    return out
+
+
+def run(model: Any, tokenizer: Any, label: str, prompts: list[list[int]],
+        prefix_cache: bool) -> None:
+    from triton_mlx.engine.engine import Engine
+    from triton_mlx.engine.types import GenerationRequest, SamplingParams
+
+    engine = Engine(lambda: (model, tokenizer), name=label, slots=4, max_queue=4,
+                    prefix_cache_bytes=(256 << 20) if prefix_cache else 0)
+    engine.start()
+    engine.wait_loaded(600)
+    steps: list[float] = []  # when each generator step returned (engine thread)
+    generator = engine._generator
+    real_next = generator.next
+
+    def timed_next() -> Any:
+        out = real_next()
+        steps.append(time.perf_counter())
+        return out
+
+    generator.next = timed_next
+    rows = []
+
+    async def one(tokens: list[int]) -> None:
+        submitted = time.perf_counter()
+        (stream,) = engine.submit(GenerationRequest(tokens, 4, SamplingParams(temperature=0)))
+        first = None
+        async for _ in stream:
+            if first is None:
+                first = time.perf_counter()
+        between = [t for t in steps if stream.admitted_at <= t <= first]
+        gaps = [b - a for a, b in zip(between, between[1:], strict=False)]
+        rows.append((first - submitted, first - stream.admitted_at, len(between),
+                     statistics.median(gaps) if gaps else float("nan")))
+
+    async def main() -> None:
+        for tokens in prompts:
+            await one(tokens)
+
+    asyncio.run(main())
+    engine.stop()
+    rows = rows[1:]  # the first request may meet what the warm-up left undone
+    med = [statistics.median(r[i] for r in rows) for i in range(4)]
+    print(f"{label:32s} TTFT {med[0] * 1e3:6.1f} ms  admitted->first {med[1] * 1e3:6.1f} ms  "
+          f"steps {med[2]:.0f} of {med[3] * 1e3:.1f} ms; every TTFT: "
+          + ", ".join(f"{r[0] * 1e3:.1f}" for r in rows), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--requests", type=int, default=7)
+    args = parser.parse_args(argv)
+    model, tokenizer, facts = load(args.model_dir.resolve(), "auto")
+    print(f"{args.model_dir.name}: {facts}", flush=True)
+    run(model, tokenizer, "fresh prompts, prefix cache", _prompts(tokenizer, args.requests,
+                                                                  True), True)
+    run(model, tokenizer, "fresh prompts, no prefix cache", _prompts(tokenizer, args.requests,
+                                                                     True), False)
+    run(model, tokenizer, "one prompt again and again", _prompts(tokenizer, args.requests,
+                                                                 False), True)
+    sys.stdout.flush()
+    os._exit(0)  # past MLX's native teardown, which can abort at exit (as the server does)
+
+
+if __name__ == "__main__":
+    main()
