@@ -283,3 +283,27 @@ def test_a_batch_that_ends_at_its_first_token_takes_new_sequences(loaded):
     got, _ = run(generator, [later])
     assert [t for t, _ in got[later]] == [
         t for t, _ in alone(model, tokenizer.encode("The quick brown fox"), 5)]
+
+
+def test_penalties_count_the_first_token_read_ahead_as_generated(loaded):
+    """A penalised sequence decodes the same whether its batch began with it (its first token
+    read ahead) or it joined a running batch: the first token counts as generated either way."""
+    model, tokenizer = loaded
+    penalised = SamplingParams(temperature=0.0, frequency_penalty=2.0, presence_penalty=1.0,
+                               logit_bias={EOS: -100.0})
+    text = "The quick brown fox"
+
+    def decode(join_running: bool, sampling=penalised) -> list[int]:
+        generator = new_generator(model)
+        if join_running:
+            insert(generator, model, tokenizer, request(tokenizer, "Hello world", 40))
+            for _ in range(4):
+                generator.next()
+        uid = insert(generator, model, tokenizer, request(tokenizer, text, 16, sampling))
+        got, _ = run(generator, [uid])
+        return [t for t, _ in got[uid]]
+
+    alone_first = decode(join_running=False)
+    assert alone_first == decode(join_running=True)
+    assert alone_first != decode(False, SamplingParams(temperature=0.0,
+                                                       logit_bias={EOS: -100.0}))

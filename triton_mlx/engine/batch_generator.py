@@ -100,13 +100,14 @@ def insert(generator: ConstrainedGenerator, request: GenerationRequest, cache: l
 def prompt_cache_to_fork(generator: ConstrainedGenerator, uid: int,
                          prompt_length: int) -> tuple[list[Any], int] | None:
     """The cache of sequence ``uid`` cut to its prompt less the last token (which each
-    sibling feeds itself to sample its own first token), and the tokens it holds. The
-    sequence may have read its first token already (a batch begun from nothing reads it at
-    once), so the cut is by the prompt's length, not its history. None when the cache cannot
-    be trimmed."""
-    cache, _ = generator.extract_cache([uid])[uid]
-    if not can_trim_prompt_cache(cache) or prompt_length <= 1:
+    sibling feeds itself to sample its own first token), and the tokens it holds; cut by the
+    prompt's length, whatever the cache holds beyond it. None when it cannot be trimmed, or
+    when the sequence has left the batch already (it ended at its first token, read at once
+    in the step that took it past its prompt: ``DecodeBatch.read_now``)."""
+    found = generator.extract_cache([uid]).get(uid)
+    if found is None or not can_trim_prompt_cache(found[0]) or prompt_length <= 1:
         return None
+    cache = found[0]
     held = cache[0].offset  # tokens fed so far: the prompt, and any decoded since
     trim_prompt_cache(cache, held - (prompt_length - 1))
     return cache, prompt_length - 1

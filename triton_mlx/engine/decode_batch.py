@@ -229,12 +229,11 @@ class DecodeBatch:
             self._go_lone()
         inputs, pending = self._next_tokens, self._next_logprobs
         mx.eval(inputs, *(a for _, arrays in pending for a in arrays))
-        tokens = inputs.tolist()
-        for history, token in zip(self.tokens, tokens, strict=True):
-            history.append(token)
         self._next_logprobs = []
         self._read_ahead = True
-        return self._results(tokens, _read_logprobs(pending))
+        # Not yet in the rows' histories, which hold the tokens fed to the model (the prefix
+        # cache and forks take them as the cache's contents): the next step feeds them.
+        return self._results(inputs.tolist(), _read_logprobs(pending))
 
     def _results(self, tokens: list[int], logprobs: dict[int, Logprob]) -> list[Decoded]:
         """Each row's ``Decoded`` for its new token, ending the rows that reached
@@ -276,7 +275,7 @@ class DecodeBatch:
 
         logits = self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :]
         unread = 0 if first or self._read_ahead else 1  # tokens sampled, not yet counted
-        logits, changed = self._process(plan, inputs, logits, unread)
+        logits, changed = self._process(plan, inputs, logits, unread, generated=not first)
         if self.constraints is not None:  # the one grammar mask of the step
             logits = self.constraints.apply(self.uids, inputs, logits)
         sampled = self._sample(plan, logits)
@@ -285,21 +284,21 @@ class DecodeBatch:
         self._next_logprobs = self._logprob_rows(plan, logits, sampled)
         mx.async_eval(sampled, *changed, *(a for _, arrays in self._next_logprobs
                                              for a in arrays))
-        if self._read_ahead:  # ``read_now`` returned this step's inputs already
-            self._read_ahead = False
-            return [], {}
-
         mx.eval(inputs, *(a for _, arrays in pending_logprobs for a in arrays))
         tokens = inputs.tolist()
         for history, token in zip(self.tokens, tokens, strict=True):
             history.append(token)
+        if self._read_ahead:  # ``read_now`` returned this step's inputs already
+            self._read_ahead = False
+            return [], {}
         return tokens, _read_logprobs(pending_logprobs)
 
     def _process(self, plan: _StepPlan, inputs: mx.array, logits: mx.array,
-                 unread: int) -> tuple[mx.array, list[mx.array]]:
+                 unread: int, generated: bool) -> tuple[mx.array, list[mx.array]]:
         """Logit bias, penalties, rows' own processors and ``min_tokens`` on the batch's logits
-        (``unread``: tokens each row has sampled that ``next`` has not counted yet); also the
-        token histories this step changes, to evaluate with it."""
+        (``unread``: tokens each row has sampled that ``next`` has not counted yet;
+        ``generated``: the inputs are generated tokens, not a prompt's last); also the token
+        histories this step changes, to evaluate with it."""
         if plan.bias is not None:
             rows, ids, values = plan.bias
             logits = logits.at[rows, ids].add(values.astype(logits.dtype))
@@ -307,10 +306,10 @@ class DecodeBatch:
         if plan.stacked_rows:
             stack = self._penalty_stack(plan, logits.shape[-1])
             if len(plan.stacked_rows) == len(self.uids):
-                stack.record(inputs, generated=unread > 0)
+                stack.record(inputs, generated=generated)
                 logits = stack.apply(logits)
             else:
-                stack.record(inputs[plan.stacked_index], generated=unread > 0)
+                stack.record(inputs[plan.stacked_index], generated=generated)
                 logits[plan.stacked_index] = stack.apply(logits[plan.stacked_index])
             changed += stack.arrays()
         if plan.processor_rows:
