@@ -42,7 +42,8 @@ from mlx_lm.models.cache import BatchKVCache, KVCache, TokenBuffer
 from triton_mlx.engine import batch_caches
 from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
 from triton_mlx.engine.penalties import Penalties, PenaltyStack, RowHistory
-from triton_mlx.engine.sampling import Filters, SharedDraw, draw_rows, log_softmax
+from triton_mlx.engine.sampling import SharedDraw, log_softmax
+from triton_mlx.engine.step_plan import StepPlan
 from triton_mlx.engine.types import Logprob
 
 _Pending = list[tuple[list[tuple[int, int]], tuple[mx.array, ...]]]
@@ -117,7 +118,7 @@ class DecodeBatch:
         self._next_logprobs: _Pending = []
         self._read_ahead = False  # the tokens dispatched last were read already (``read_now``)
         self._lone = False
-        self._plan: _StepPlan | None = None
+        self._plan: StepPlan | None = None
         if uids:
             self._step(first=True)
 
@@ -271,7 +272,7 @@ class DecodeBatch:
         not yet read."""
         inputs = self._next_tokens
         pending_logprobs = self._next_logprobs
-        plan = self._plan = self._plan or _StepPlan(self._rows, self._eos_ids)
+        plan = self._plan = self._plan or StepPlan(self._rows, self._eos_ids)
 
         logits = self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :]
         unread = 0 if first or self._read_ahead else 1  # tokens sampled, not yet counted
@@ -293,7 +294,7 @@ class DecodeBatch:
             return [], {}
         return tokens, _read_logprobs(pending_logprobs)
 
-    def _process(self, plan: _StepPlan, inputs: mx.array, logits: mx.array,
+    def _process(self, plan: StepPlan, inputs: mx.array, logits: mx.array,
                  unread: int, generated: bool) -> tuple[mx.array, list[mx.array]]:
         """Logit bias, penalties, rows' own processors and ``min_tokens`` on the batch's logits
         (``unread``: tokens each row has sampled that ``next`` has not counted yet;
@@ -331,7 +332,7 @@ class DecodeBatch:
                 logits = logits.at[rows, ids].add(-mx.inf)
         return logits, changed
 
-    def _penalty_stack(self, plan: _StepPlan, vocab_size: int) -> PenaltyStack:
+    def _penalty_stack(self, plan: StepPlan, vocab_size: int) -> PenaltyStack:
         """The penalised rows' counts, stacked once per batch membership; a row's own are
         made at its first step (its prompt's tokens are the ones seen so far)."""
         if self._stack is None:
@@ -348,7 +349,7 @@ class DecodeBatch:
             self._stack.unstack()
             self._stack = None
 
-    def _sample(self, plan: _StepPlan, logits: mx.array) -> mx.array:
+    def _sample(self, plan: StepPlan, logits: mx.array) -> mx.array:
         """Greedy rows in one argmax over the logits, unseeded rows in one draw per set of
         filters, rows with a sampler of their own one by one, each given its row's log
         probabilities (mlx-lm's samplers take those)."""
@@ -365,12 +366,12 @@ class DecodeBatch:
             sampled[plan.sampled_index] = own.astype(sampled.dtype)
         return sampled
 
-    def _own(self, plan: _StepPlan, logprobs: mx.array) -> mx.array:
+    def _own(self, plan: StepPlan, logprobs: mx.array) -> mx.array:
         """The seeded rows' draws, each by its own sampler (``logprobs``: theirs, in order)."""
         return mx.concatenate([self._rows[i].sampler(logprobs[j : j + 1])
                                for j, i in enumerate(plan.sampled_rows)], axis=0)
 
-    def _logprob_rows(self, plan: _StepPlan, logits: mx.array,
+    def _logprob_rows(self, plan: StepPlan, logits: mx.array,
                       sampled: mx.array) -> _Pending:
         """For the rows that asked: the sampled token's log probability and the top ones."""
         if not plan.logprob_rows:
@@ -383,51 +384,6 @@ class DecodeBatch:
             return [(uids, (chosen,))]
         ids = mx.argpartition(-rows, kth=plan.top - 1, axis=-1)[:, : plan.top]
         return [(uids, (chosen, ids, mx.take_along_axis(rows, ids, axis=-1)))]
-
-
-class _StepPlan:
-    """Which rows need what, derived once per batch membership (not once per step)."""
-
-    def __init__(self, rows: list[RowSettings], eos_ids: list[int]) -> None:
-        bias_rows, bias_ids, bias_values = [], [], []
-        for i, row in enumerate(rows):
-            for token, value in row.logit_bias.items():
-                bias_rows.append(i)
-                bias_ids.append(token)
-                bias_values.append(value)
-        self.bias = ((mx.array(bias_rows), mx.array(bias_ids), mx.array(bias_values))
-                     if bias_rows else None)
-        self.stacked_rows = [i for i, row in enumerate(rows) if row.stacked is not None]
-        self.stacked_index = mx.array(self.stacked_rows) if self.stacked_rows else None
-        self.processor_rows = [i for i, row in enumerate(rows) if row.processors]
-        self.processor_index = mx.array(self.processor_rows) if self.processor_rows else None
-        self.min_rows = [i for i, row in enumerate(rows) if row.min_tokens > 0]
-        self.sampled_rows = [i for i, row in enumerate(rows) if row.sampler is not None]
-        self.sampled_index = mx.array(self.sampled_rows) if self.sampled_rows else None
-        alike: dict[Filters, list[int]] = {}
-        for i, row in enumerate(rows):
-            if row.draw is not None:
-                alike.setdefault(row.draw.filters, []).append(i)
-        self.draws = [_DrawGroup(members, filters, [rows[i].draw.temperature for i in members])
-                      for filters, members in alike.items()]
-        self.logprob_rows = [i for i, row in enumerate(rows) if row.logprobs is not None]
-        self.logprob_index = mx.array(self.logprob_rows) if self.logprob_rows else None
-        self.top = max((rows[i].logprobs or 0 for i in self.logprob_rows), default=0)
-
-
-class _DrawGroup:
-    """The unseeded rows that share one set of filters: drawn together, each at its own
-    temperature."""
-
-    def __init__(self, rows: list[int], filters: Filters, temperatures: list[float]) -> None:
-        self.rows = rows
-        self.index = mx.array(rows)
-        self.filters = filters
-        self.inverse_temperatures = mx.array([[1.0 / t] for t in temperatures])
-
-    def draw(self, logits: mx.array) -> mx.array:
-        """One token per row of ``logits`` (this group's rows, in order)."""
-        return draw_rows(logits, self.inverse_temperatures, self.filters)
 
 
 def _read_logprobs(
