@@ -96,34 +96,34 @@ def test_stop_string_ends_generation_without_leaking(engine):
     assert text == full[: full.index(stop)]
 
 
-def test_only_a_step_with_a_first_token_wakes_the_loop_at_once(tiny_repository, monkeypatch):
-    """The time to first token is not spent waiting for the engine's next launch; the tokens
-    after it are handed over without letting go of the GIL (``LoopHandoff``). An engine of its
+def test_each_step_hands_its_tokens_to_the_event_loop_in_one_call(tiny_repository,
+                                                                   monkeypatch):
+    """The event loop wakes once per step, whatever the number of tokens. An engine of its
     own: nothing else runs in it."""
     engine = Engine(lambda: load(str(tiny_repository / "tiny")), name="tiny", slots=2,
                     max_queue=1)
     engine.start()
     engine.wait_loaded(60)
-    handed: list[tuple[list, bool]] = []  # (the step's tokens, at_once)
+    handed: list[list] = []  # each call's tokens
     real_call = engine._call_in_loop
 
-    def recording(fn, arg, at_once=False):
+    def recording(fn, arg):
         if isinstance(arg, list):
-            handed.append((arg, at_once))
-        real_call(fn, arg, at_once=at_once)
+            handed.append(arg)
+        real_call(fn, arg)
 
     monkeypatch.setattr(engine, "_call_in_loop", recording)
     params = SamplingParams(temperature=0.0, logit_bias={2: -100.0})
 
     async def main():
-        (stream,) = engine.submit(GenerationRequest(prompt(engine), 8, params))
-        return stream, await collect(stream)
+        streams = [s for _ in range(2)
+                   for s in engine.submit(GenerationRequest(prompt(engine), 8, params))]
+        return await asyncio.gather(*(collect(s) for s in streams))
 
     try:
-        _, (_, last) = asyncio.run(main())
+        results = asyncio.run(main())
     finally:
         engine.stop()
-    assert last.completion_tokens == 8
-    assert [len(tokens) for tokens, _ in handed] == [1] * 8  # one step, one token
-    assert handed[0][1] is True  # the first token, at once
-    assert not any(at_once for _, at_once in handed[1:])
+    assert [last.completion_tokens for _, last in results] == [8, 8]
+    assert sum(len(tokens) for tokens in handed) == 16
+    assert any(len(tokens) == 2 for tokens in handed)  # both streams' tokens in one call

@@ -3,12 +3,11 @@
 Threading model. Every MLX call for a model happens on its engine thread (MLX streams belong to
 the thread that made them), and the thread does little else. The asyncio side talks to the
 thread through two channels only: ``submit``/``cancel``/``embed`` put commands in a thread-safe
-inbox, and the thread hands each step's raw tokens back in one call per step, so the event
-loop wakes once per step rather than once per token (``LoopHandoff``: its wake-up keeps the
-GIL, so the event loop's work on them overlaps the next step's launch rather than delaying the
-building of its graph). There each ``GenerationStream`` (``stream``) turns its tokens into
-text, applies its stop strings and formats its logprobs (``text_output``), while this thread
-dispatches the next step. Front-ends hold those streams, which know nothing of this module.
+inbox, and the thread hands each step's raw tokens back with a single
+``loop.call_soon_threadsafe`` per step, so the event loop wakes once per step rather than once
+per token. There each ``GenerationStream`` (``stream``) turns its tokens into text, applies its
+stop strings and formats its logprobs (``text_output``), while this thread dispatches the next
+step. Front-ends hold those streams, which know nothing of this module.
 
 The loop. Each turn applies the inbox's commands, runs one embedding pass if any is waiting
 (``embedding_lane``), admits waiting requests (``scheduler``: at most ``slots`` sequences
@@ -44,7 +43,6 @@ from triton_mlx.engine.constraints import GrammarCache
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.embedding_lane import EmbeddingLane
 from triton_mlx.engine.kv_budget import KVBudget, measure_budget
-from triton_mlx.engine.loop_handoff import LoopHandoff
 from triton_mlx.engine.model_thread import ModelThread
 from triton_mlx.engine.prefix_cache import PrefixCache
 from triton_mlx.engine.runtime_profile import on_cuda
@@ -106,7 +104,7 @@ class Engine(ModelThread):
         self._warmup = warmup
         self._memory_budget = memory_budget_bytes
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._handoff: LoopHandoff | None = None  # to the event loop of the last submit
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop of the last submit
         self.generated_tokens = 0
         self.prompt_tokens = 0
         budget = KVBudget(bytes_per_token=1, budget_bytes=0)  # measured once loaded
@@ -179,7 +177,7 @@ class Engine(ModelThread):
         if not self._accepting:
             raise EngineNotRunningError(f"model {self.name!r} is not accepting requests")
         self._scheduler.place(request, n)
-        self._handoff = LoopHandoff.for_running_loop(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
         streams = self._new_streams(request, n)
         self._inbox.put(("submit", streams))
         return streams
@@ -329,14 +327,14 @@ class Engine(ModelThread):
                 if response.end_of_prompt:
                     self.prefix_cache.store_prompt(self._generator, response.uid)
                     self._fork(response.uid)
-            outputs, first = self._handle_step(responses)
+            outputs = self._handle_step(responses)
         except Exception:
             logger.exception("engine step failed for model %s", self.name)
             self._fail_all(EngineError("generation failed inside the engine"))
             self._generator = self._new_generator()
             return
-        if outputs:  # a first token at once: its wait is the user's time to first token
-            self._call_in_loop(deliver, outputs, at_once=first)
+        if outputs:
+            self._call_in_loop(deliver, outputs)
 
     # ----- engine thread: sequences in and out of the batch -----
 
@@ -385,9 +383,9 @@ class Engine(ModelThread):
                 sequence = self._insert(stream)
             sequence.cached_tokens = leader.cached_tokens
 
-    def _handle_step(self, responses: list[Any]) -> tuple[list[tuple[Any, ...]], bool]:
+    def _handle_step(self, responses: list[Any]) -> list[tuple[Any, ...]]:
         """The step's tokens for the event loop, one (stream, token, logprob, finish reason,
-        cached tokens) per running sequence, and whether one is a sequence's first. A sequence
+        cached tokens) per running sequence. A sequence
         whose own code failed during the step (its sampler or logits processors) fails alone;
         the rest of the batch goes on."""
         while self._faulted:
@@ -396,7 +394,6 @@ class Engine(ModelThread):
                 self._fail_sequence(sequence, sequence.trap.error)
         tokens = []
         ended = []
-        first = False
         by_uid = self._by_uid
         for response in responses:
             sequence = by_uid.get(response.uid)
@@ -404,8 +401,6 @@ class Engine(ModelThread):
                 continue
             tokens.append((sequence.stream, response.token, response.logprob,
                            response.finish_reason, sequence.cached_tokens))
-            if not sequence.answered:
-                sequence.answered = first = True
             if response.finish_reason is not None:  # the generator has let go of it already
                 ended.append((sequence, response))
         if ended:  # stored before the ends, which may start choices that fetch from the cache
@@ -413,7 +408,7 @@ class Engine(ModelThread):
             for sequence, _ in ended:
                 self._end(sequence.stream)
         self.generated_tokens += len(tokens)
-        return tokens, first
+        return tokens
 
     def _remove(self, sequence: Sequence) -> None:
         """Take a running sequence out of the batch, keeping its cache for later prompts."""
@@ -466,6 +461,11 @@ class Engine(ModelThread):
             for follower in orphaned.unstarted():
                 self._end(follower, error)
 
-    def _call_in_loop(self, fn: Callable[..., None], arg: Any, at_once: bool = False) -> None:
-        if self._handoff is not None:
-            self._handoff.call(fn, arg, at_once=at_once)
+    def _call_in_loop(self, fn: Callable[..., None], arg: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(fn, arg)
+        except RuntimeError:  # the loop has closed: nobody is left to read the output
+            pass

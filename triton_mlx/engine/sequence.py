@@ -18,8 +18,6 @@ class Sequence:
     cached_tokens: int = 0
     trap: FaultTrap | None = None
     """Records an exception raised by this sequence's sampler or logits processors."""
-    answered: bool = False
-    """Its first token has been handed to the event loop."""
 
     @property
     def request(self) -> GenerationRequest:
