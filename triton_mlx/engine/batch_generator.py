@@ -22,9 +22,9 @@ from mlx_lm.sample_utils import greedy_sampler
 
 from triton_mlx.engine import sampling
 from triton_mlx.engine.constraints import GrammarCache
-from triton_mlx.engine.decode_batch import RowSettings
 from triton_mlx.engine.fault_trap import FaultTrap
 from triton_mlx.engine.grammar_batch import ConstrainedGenerator
+from triton_mlx.engine.step_plan import RowSettings
 from triton_mlx.engine.types import GenerationRequest
 
 

@@ -33,46 +33,21 @@ processors of its own) runs under its ``FaultTrap``; a grammar masks its rows th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm.models.cache import BatchKVCache, KVCache, TokenBuffer
 
 from triton_mlx.engine import batch_caches
-from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
-from triton_mlx.engine.penalties import Penalties, PenaltyStack, RowHistory
-from triton_mlx.engine.sampling import SharedDraw, log_softmax
-from triton_mlx.engine.step_plan import StepPlan
+from triton_mlx.engine.fault_trap import FaultTrap
+from triton_mlx.engine.penalties import PenaltyStack, RowHistory
+from triton_mlx.engine.sampling import log_softmax
+from triton_mlx.engine.step_plan import RowSettings, StepPlan
 from triton_mlx.engine.types import Logprob
 
 _Pending = list[tuple[list[tuple[int, int]], tuple[mx.array, ...]]]
 """Logprob gathers of one step, not yet read: ((uid, top k) per row, (values[, ids, tops]))."""
-
-
-@dataclass(eq=False)
-class RowSettings:
-    """What one sequence asks of each step besides its forward pass."""
-
-    trap: FaultTrap
-    sampler: Sampler | None = None
-    """A seeded row's own sampler; None: greedy (argmax with the rest of the batch) or ``draw``."""
-    draw: SharedDraw | None = None
-    """An unseeded row's sampling, drawn with the batch's rows of the same filters."""
-    logit_bias: dict[int, float] = field(default_factory=dict)
-    penalties: list[LogitsProcessor | Penalties] = field(default_factory=list)
-    """What needs the sequence's tokens so far: its ``Penalties``, applied with the batch's
-    other penalised rows at once, and processors of its own, applied row by row."""
-    min_tokens: int = 0
-    """End-of-sequence tokens are masked until this many tokens are generated."""
-    stop_tokens: frozenset[int] = frozenset()
-    """Tokens that end the sequence with "stop" (none with ``ignore_eos``)."""
-    logprobs: int | None = None
-    """Top alternatives wanted with each token's log probability; None: none."""
-
-    def __post_init__(self) -> None:
-        self.stacked = next((p for p in self.penalties if isinstance(p, Penalties)), None)
-        self.processors = [p for p in self.penalties if not isinstance(p, Penalties)]
 
 
 @dataclass(slots=True)

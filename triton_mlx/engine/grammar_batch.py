@@ -29,7 +29,8 @@ from mlx_lm.generate import BatchGenerator, PromptProcessingBatch
 
 from triton_mlx.engine import batch_caches, prompt_shapes
 from triton_mlx.engine.constraints import ConstrainedSequence, GrammarMasker
-from triton_mlx.engine.decode_batch import DecodeBatch, RowSettings
+from triton_mlx.engine.decode_batch import DecodeBatch
+from triton_mlx.engine.step_plan import RowSettings
 
 
 class Constraints:

@@ -1,4 +1,5 @@
-"""What each row of a decode batch asks of a step, worked out once per batch membership.
+"""What each row of a decode batch asks of a step (``RowSettings``), and the batch's plan of it,
+worked out once per batch membership (``StepPlan``).
 
 ``DecodeBatch`` rebuilds its ``StepPlan`` only when rows join or leave, so a step's work on the
 host does not grow with the rows' settings: the logit biases gathered into one scatter, the
@@ -8,16 +9,40 @@ grouped by their filters (``DrawGroup``: drawn together, each at its own tempera
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from triton_mlx.engine.sampling import Filters, draw_rows
+from triton_mlx.engine.fault_trap import FaultTrap, LogitsProcessor, Sampler
+from triton_mlx.engine.penalties import Penalties
+from triton_mlx.engine.sampling import Filters, SharedDraw, draw_rows
 
-if TYPE_CHECKING:
-    from triton_mlx.engine.decode_batch import RowSettings
+__all__ = ["DrawGroup", "RowSettings", "StepPlan"]
 
-__all__ = ["DrawGroup", "StepPlan"]
+
+@dataclass(eq=False)
+class RowSettings:
+    """What one sequence asks of each step besides its forward pass."""
+
+    trap: FaultTrap
+    sampler: Sampler | None = None
+    """A seeded row's own sampler; None: greedy (argmax with the rest of the batch) or ``draw``."""
+    draw: SharedDraw | None = None
+    """An unseeded row's sampling, drawn with the batch's rows of the same filters."""
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    penalties: list[LogitsProcessor | Penalties] = field(default_factory=list)
+    """What needs the sequence's tokens so far: its ``Penalties``, applied with the batch's
+    other penalised rows at once, and processors of its own, applied row by row."""
+    min_tokens: int = 0
+    """End-of-sequence tokens are masked until this many tokens are generated."""
+    stop_tokens: frozenset[int] = frozenset()
+    """Tokens that end the sequence with "stop" (none with ``ignore_eos``)."""
+    logprobs: int | None = None
+    """Top alternatives wanted with each token's log probability; None: none."""
+
+    def __post_init__(self) -> None:
+        self.stacked = next((p for p in self.penalties if isinstance(p, Penalties)), None)
+        self.processors = [p for p in self.penalties if not isinstance(p, Penalties)]
 
 
 class StepPlan:
