@@ -69,16 +69,22 @@ def matmul_paths(rows: list[int], repeats: int) -> None:
         _one_shape(name, mx.random.normal(shape).astype(mx.bfloat16), rows, repeats)
 
 
-def first_shapes(lengths: list[int]) -> None:
+def _llama(layers: int, vocab: int) -> Any:
+    """A random-weight bf16 llama of Llama-3.2-1B's widths, ``layers`` deep."""
     from mlx_lm.models import llama
 
-    args = llama.ModelArgs(model_type="llama", hidden_size=2048, num_hidden_layers=4,
+    args = llama.ModelArgs(model_type="llama", hidden_size=2048, num_hidden_layers=layers,
                            intermediate_size=8192, num_attention_heads=32, rms_norm_eps=1e-5,
-                           vocab_size=32000, num_key_value_heads=8, head_dim=64,
+                           vocab_size=vocab, num_key_value_heads=8, head_dim=64,
                            rope_theta=500000.0, tie_word_embeddings=True)
     model = llama.Model(args)
     model.set_dtype(mx.bfloat16)
     mx.eval(model.parameters())
+    return model
+
+
+def first_shapes(lengths: list[int]) -> None:
+    model = _llama(4, 32000)
     from mlx_lm.models.cache import make_prompt_cache
 
     prefix = mx.array([[(3 * i) % 32000 for i in range(100)]])
@@ -100,16 +106,9 @@ def first_shapes(lengths: list[int]) -> None:
 def first_batches(sizes: list[int], lengths: list[int]) -> None:
     """The same for a batch of prompts of unequal lengths, as the engine prefills arrivals:
     left-padded into one ``BatchKVCache``, so attention takes an array mask, not ``causal``."""
-    from mlx_lm.models import llama
     from mlx_lm.models.cache import BatchKVCache
 
-    args = llama.ModelArgs(model_type="llama", hidden_size=2048, num_hidden_layers=4,
-                           intermediate_size=8192, num_attention_heads=32, rms_norm_eps=1e-5,
-                           vocab_size=32000, num_key_value_heads=8, head_dim=64,
-                           rope_theta=500000.0, tie_word_embeddings=True)
-    model = llama.Model(args)
-    model.set_dtype(mx.bfloat16)
-    mx.eval(model.parameters())
+    model = _llama(4, 32000)
     for b in sizes:
         for n in lengths:
             padding = [(5 * i) % 7 for i in range(b)]  # rows shorter by up to 6 tokens
@@ -172,15 +171,8 @@ def decode_speed(tokens: int, rounds: int = 3) -> None:
     """``generate_step``'s decode tok/s on a 16-layer model of Llama-3.2-1B's sizes (random
     bf16 weights): what a lone stream gets, to set beside a first shape's cost."""
     from mlx_lm.generate import generate_step
-    from mlx_lm.models import llama
 
-    args = llama.ModelArgs(model_type="llama", hidden_size=2048, num_hidden_layers=16,
-                           intermediate_size=8192, num_attention_heads=32, rms_norm_eps=1e-5,
-                           vocab_size=128256, num_key_value_heads=8, head_dim=64,
-                           rope_theta=500000.0, tie_word_embeddings=True)
-    model = llama.Model(args)
-    model.set_dtype(mx.bfloat16)
-    mx.eval(model.parameters())
+    model = _llama(16, 128256)
     prompt = mx.array([(7 * i) % 128000 for i in range(40)])
     for round_ in range(rounds + 1):
         start = None

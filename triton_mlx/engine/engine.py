@@ -99,8 +99,7 @@ class Engine(ModelThread):
         self.max_queue = max_queue
         self._load = load
         self._prefill_step_size = prefill_step_size
-        self._pad_prompts = pad_prompts  # prefill padded to a few lengths (prompt_shapes);
-        # None: on CUDA only
+        self._pad_prompts = pad_prompts  # prefill padded (prompt_shapes); None: on CUDA only
         self._warmup = warmup
         self._memory_budget = memory_budget_bytes
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -385,9 +384,8 @@ class Engine(ModelThread):
 
     def _handle_step(self, responses: list[Any]) -> list[tuple[Any, ...]]:
         """The step's tokens for the event loop, one (stream, token, logprob, finish reason,
-        cached tokens) per running sequence. A sequence
-        whose own code failed during the step (its sampler or logits processors) fails alone;
-        the rest of the batch goes on."""
+        cached tokens) per running sequence. A sequence whose own code failed during the step
+        (its sampler or logits processors) fails alone; the rest of the batch goes on."""
         while self._faulted:
             sequence = self._faulted.pop()
             if self._by_uid.get(sequence.uid) is sequence:
