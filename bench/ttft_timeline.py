@@ -6,7 +6,9 @@ last: chat prompts that share the chat template's start, as a server's requests 
 fresh prompts (each a length of its own) with the prefix cache, the same without it, and one
 prompt sent again and again (every shape seen before). Per run it prints the medians of: time
 from submission to the first output on the event loop, from entering the batch to it, and the
-engine steps (``generator.next`` calls) between the two, with their median length.
+engine steps (``generator.next`` calls) between the two, with their median length. The floor
+beside them: mlx-lm's ``generate_step`` on the same prompts, its first token (same model, no
+engine, no prefix cache).
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from typing import Any
 from bench.engine import chat_tokens, load
 
 
-def _prompts(tokenizer: Any, count: int, fresh: bool) -> list[list[int]]:
+def _prompts(tokenizer: Any, count: int, fresh: bool, offset: int = 0) -> list[list[int]]:
     words = "lighthouse keeper bottle message harbour tide lantern chart".split()
     out = []
     for i in range(count):
-        n = 3 + 5 * i if fresh else 3  # each fresh prompt a few tokens longer than the last
+        n = 3 + offset + 5 * i if fresh else 3  # each fresh prompt a little longer
         question = " ".join(words[(i + j) % len(words)] for j in range(n))
         out.append(chat_tokens(tokenizer, [{"role": "user", "content": question}]))
     return out
@@ -79,6 +81,24 @@ def run(model: Any, tokenizer: Any, label: str, prompts: list[list[int]],
           + ", ".join(f"{r[0] * 1e3:.1f}" for r in rows), flush=True)
 
 
+def raw_floor(model: Any, label: str, prompts: list[list[int]]) -> None:
+    """Time to the first token of mlx-lm's ``generate_step`` alone, prompt by prompt."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    times = []
+    for tokens in prompts:
+        start = time.perf_counter()
+        steps = generate_step(mx.array(tokens), model, max_tokens=2)
+        next(steps)
+        times.append(time.perf_counter() - start)
+        for _ in steps:
+            pass
+    times = times[1:]
+    print(f"{label:32s} TTFT {statistics.median(times) * 1e3:6.1f} ms; every TTFT: "
+          + ", ".join(f"{t * 1e3:.1f}" for t in times), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path)
@@ -92,6 +112,10 @@ def main(argv: list[str] | None = None) -> None:
                                                                      True), False)
     run(model, tokenizer, "one prompt again and again", _prompts(tokenizer, args.requests,
                                                                  False), True)
+    # Other words than the runs above, so that the raw floor meets lengths of its own.
+    raw_floor(model, "generate_step, fresh prompts", _prompts(tokenizer, args.requests, True,
+                                                               offset=3))
+    raw_floor(model, "generate_step, one prompt again", _prompts(tokenizer, args.requests, False))
     sys.stdout.flush()
     os._exit(0)  # past MLX's native teardown, which can abort at exit (as the server does)
 
