@@ -11,6 +11,9 @@ greedy, or as ``--sampling`` says. It prints, per level, each version's output t
 (completion tokens over the round's wall time, prefill included; tokens counted from the
 ``usage`` chunk, since a stream may carry several tokens in one event), summed decode tok/s
 and TTFT p50, as median (min-max), and the per-round ratio of each version to the first.
+``--thread-cpu`` adds, per version, what its threads spent per completion token over the
+rounds: the event loop (main thread) and the two busiest others (engine thread, MLX workers),
+user and system microseconds and context switches.
 """
 
 from __future__ import annotations
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sampling", type=json.loads, default={},
                         help="sampling fields for every request, a JSON object, e.g. "
                              "'{\"temperature\": 1}' (default: greedy)")
+    parser.add_argument("--thread-cpu", action="store_true",
+                        help="report each version's CPU time per token by thread")
     parser.add_argument("--version-args", action="append", default=[], metavar="LABEL=ARGS",
                         help="more arguments for one version's server, e.g. "
                              "'nocache=--prefix-cache-mb 0' (the same code may run twice)")
@@ -138,13 +143,24 @@ def main(argv: list[str] | None = None) -> None:
             one_round(spec.port, spec.model, min(8, slots), 8, ban, args.sampling)
         for streams in args.streams:
             figures: dict[str, list[dict[str, float]]] = {label: [] for label, _ in versions}
+            spent: dict[str, dict[int, list[float]]] = {label: {} for label, _ in versions}
             for r in range(args.rounds):
                 _progress(f"{streams} streams, round {r + 1}")
                 for label, _ in (versions if r % 2 == 0 else versions[::-1]):
                     spec = specs[label]
+                    before = servers.thread_times(spec.pid) if args.thread_cpu else {}
                     figures[label].append(one_round(spec.port, spec.model, streams,
                                                     args.max_tokens, ban, args.sampling))
+                    for tid, now in servers.thread_times(spec.pid).items() if before else ():
+                        was = before.get(tid, (0.0, 0.0, 0))
+                        total = spent[label].setdefault(tid, [0.0, 0.0, 0.0])
+                        for i in range(3):
+                            total[i] += now[i] - was[i]
             _report(streams, versions, figures)
+            if args.thread_cpu:
+                tokens = args.rounds * streams * args.max_tokens
+                for label, _ in versions:
+                    _report_threads(label, specs[label].pid, spent[label], tokens)
 
 
 def _progress(message: str) -> None:
@@ -170,6 +186,18 @@ def _report(streams: int, versions: list[tuple[str, str]],
             line.append(f"output/{base} per round {times(statistics.median(ratios))} "
                         f"({times(min(ratios))}-{times(max(ratios))})")
         print("  ".join(line))
+    sys.stdout.flush()
+
+
+def _report_threads(label: str, pid: int, spent: dict[int, list[float]], tokens: int) -> None:
+    """Per completion token: the main thread's (event loop) and the two busiest others'."""
+    others = sorted((t for t in spent if t != pid), key=lambda t: -sum(spent[t][:2]))[:2]
+    parts = []
+    for name, tid in [("loop", pid), *((f"thread {i + 1}", t) for i, t in enumerate(others))]:
+        user, system, switches = spent.get(tid, [0.0, 0.0, 0.0])
+        parts.append(f"{name} user {user / tokens * 1e6:.0f} us, sys {system / tokens * 1e6:.0f}"
+                     f" us, {switches / tokens:.2f} switches")
+    print(f"  {label:>10} per token: " + "; ".join(parts))
     sys.stdout.flush()
 
 

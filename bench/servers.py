@@ -209,3 +209,25 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     # After the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
     return sum(int(v) for v in fields[11:15]) / _TICKS
+
+
+def thread_times(pid: int) -> dict[int, tuple[float, float, int]]:
+    """Per thread of ``pid``: (user seconds, system seconds, context switches, voluntary and
+    not); empty where /proc is missing. The thread whose id is ``pid`` is the main thread
+    (our server's event loop)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{tid}/status") as status:
+                switches = sum(int(line.split()[1]) for line in status
+                               if "ctxt_switches:" in line)
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) / _TICKS, int(fields[12]) / _TICKS, switches)
+    return out

@@ -3,11 +3,12 @@
 Threading model. Every MLX call for a model happens on its engine thread (MLX streams belong to
 the thread that made them), and the thread does little else. The asyncio side talks to the
 thread through two channels only: ``submit``/``cancel``/``embed`` put commands in a thread-safe
-inbox, and the thread hands each step's raw tokens back with a single
-``loop.call_soon_threadsafe`` per step, so the event loop wakes once per step rather than once
-per token. There each ``GenerationStream`` (``stream``) turns its tokens into text, applies its
-stop strings and formats its logprobs (``text_output``), while this thread dispatches the next
-step. Front-ends hold those streams, which know nothing of this module.
+inbox, and the thread hands each step's raw tokens back through an outbox (``LoopOutbox``):
+one wake-up of the event loop per step at most, none while an earlier one is still pending, so
+an event loop that lags behind takes several steps' tokens in one turn instead of paying a
+wake-up for each. There each ``GenerationStream`` (``stream``) turns its tokens into text,
+applies its stop strings and formats its logprobs (``text_output``), while this thread
+dispatches the next step. Front-ends hold those streams, which know nothing of this module.
 
 The loop. Each turn applies the inbox's commands, runs one embedding pass if any is waiting
 (``embedding_lane``), admits waiting requests (``scheduler``: at most ``slots`` sequences
@@ -43,6 +44,7 @@ from triton_mlx.engine.constraints import GrammarCache
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.embedding_lane import EmbeddingLane
 from triton_mlx.engine.kv_budget import KVBudget, measure_budget
+from triton_mlx.engine.loop_outbox import LoopOutbox
 from triton_mlx.engine.model_thread import ModelThread
 from triton_mlx.engine.prefix_cache import PrefixCache
 from triton_mlx.engine.runtime_profile import on_cuda
@@ -103,7 +105,7 @@ class Engine(ModelThread):
         self._warmup = warmup
         self._memory_budget = memory_budget_bytes
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop of the last submit
+        self._outbox: LoopOutbox | None = None  # to the event loop of the last submit
         self.generated_tokens = 0
         self.prompt_tokens = 0
         budget = KVBudget(bytes_per_token=1, budget_bytes=0)  # measured once loaded
@@ -176,7 +178,9 @@ class Engine(ModelThread):
         if not self._accepting:
             raise EngineNotRunningError(f"model {self.name!r} is not accepting requests")
         self._scheduler.place(request, n)
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if self._outbox is None or self._outbox.loop is not loop:
+            self._outbox = LoopOutbox(loop)
         streams = self._new_streams(request, n)
         self._inbox.put(("submit", streams))
         return streams
@@ -460,10 +464,5 @@ class Engine(ModelThread):
                 self._end(follower, error)
 
     def _call_in_loop(self, fn: Callable[..., None], arg: Any) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            loop.call_soon_threadsafe(fn, arg)
-        except RuntimeError:  # the loop has closed: nobody is left to read the output
-            pass
+        if self._outbox is not None:
+            self._outbox.post(fn, arg)
