@@ -59,8 +59,12 @@ def test_a_call_posted_after_the_loop_ran_the_last_batch_gets_a_wakeup_of_its_ow
     async def main():
         for i in range(3):
             ran = asyncio.Event()
-            thread = threading.Thread(target=outbox.post, args=(lambda v: (seen.append(v),
-                                                                           ran.set()), i))
+
+            def record(value, ran=ran):
+                seen.append(value)
+                ran.set()
+
+            thread = threading.Thread(target=outbox.post, args=(record, i))
             thread.start()
             await ran.wait()
             thread.join()
