@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(structured.failed(section))
     with tempfile.TemporaryDirectory(prefix="triton-mlx-bench-") as tmp, \
             contextlib.ExitStack() as stack:
+        stopped: dict[str, servers.ServerSpec] = {}
+        stack.callback(note_exits, run, stopped)  # first in, so last out: after the stops
         engine, specs = start(run, args, server_args, Path(tmp), stack)
+        stopped.update(specs)
         bench = Bench(run, args, bias, engine, specs, progress)
         stack.callback(bench.close)
         if specs or engine:
@@ -212,6 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         failed = failed or structured.failed(section)
     progress("done")
     return int(failed)
+
+
+def note_exits(run: Run, stopped: dict[str, servers.ServerSpec]) -> None:
+    """How each server ended once stopped (SIGTERM): its exit code, and whether its log shows
+    a C++ ``terminate`` (an abort in native teardown, which a clean exit must not have)."""
+    for name, spec in stopped.items():
+        if spec.exit_code is None:
+            continue
+        log = spec.log_tail(200)
+        aborted = "terminate called" in log
+        run.warnings.append(f"{name}: exit code {spec.exit_code} after SIGTERM; "
+                            + ("C++ terminate in its log" if aborted
+                               else "no C++ terminate in its log"))
 
 
 def run_structured(args: argparse.Namespace, server_args: list[str]) -> structured.Section:
