@@ -45,6 +45,13 @@ Progress = Callable[[str], None]
 _PARTS = ("ttft_mean_ms", "server_ttft_ms", "queue_ms", "prefill_ms")  # shown when measured
 
 
+def round_order(systems: list[str], round_: int) -> list[str]:
+    """The systems in the order round ``round_`` measures them: as given in even rounds,
+    reversed in odd ones (A B C, C B A, ...), so that a drift of the machine's speed within a
+    round does not always favour the system measured first."""
+    return list(systems) if round_ % 2 == 0 else list(systems)[::-1]
+
+
 def _streams(count: int) -> str:
     return f"{count} stream{'s' if count != 1 else ''}"
 
@@ -154,7 +161,7 @@ class Bench:
 
     def _round(self, order: tuple[str, ...], streams: int, round_: int, total: int,
                single: bool) -> None:
-        for system in self.live(order):
+        for system in round_order(self.live(order), round_):
             measure = self._measure(system, lambda s=system: self._one(s, streams, round_,
                                                                        single))
             where = self.run.single if single else self.run.sweep.setdefault(streams, {})

@@ -198,7 +198,8 @@ DEFINITIONS = [
     "ratios pair the systems' measurements of the same round (seconds apart); shown as the "
     "median of the per-round ratios (min-max), and as the ratio of the medians",
     "order within a round: single stream generate_step, BatchGenerator b1, triton-mlx, "
-    "mlx_lm.server; sweep triton-mlx, mlx_lm.server, raw BatchGenerator; the rest idle",
+    "mlx_lm.server; sweep triton-mlx, mlx_lm.server, raw BatchGenerator; reversed in every "
+    "other round; the rest idle",
 ]
 
 
