@@ -151,11 +151,8 @@ def main(argv: list[str] | None = None) -> None:
                     before = servers.thread_times(spec.pid) if args.thread_cpu else {}
                     figures[label].append(one_round(spec.port, spec.model, streams,
                                                     args.max_tokens, ban, args.sampling))
-                    for tid, now in servers.thread_times(spec.pid).items() if before else ():
-                        was = before.get(tid, (0.0, 0.0, 0))
-                        total = spent[label].setdefault(tid, [0.0, 0.0, 0.0])
-                        for i in range(3):
-                            total[i] += now[i] - was[i]
+                    if args.thread_cpu:
+                        _add_thread_times(spent[label], before, servers.thread_times(spec.pid))
             _report(streams, versions, figures)
             if args.thread_cpu:
                 tokens = args.rounds * streams * args.max_tokens
@@ -187,6 +184,16 @@ def _report(streams: int, versions: list[tuple[str, str]],
                         f"({times(min(ratios))}-{times(max(ratios))})")
         print("  ".join(line))
     sys.stdout.flush()
+
+
+def _add_thread_times(spent: dict[int, list[float]], before: dict[int, tuple],
+                      after: dict[int, tuple]) -> None:
+    """Add each thread's (user, system, switches) between two ``servers.thread_times``."""
+    for tid, now in after.items():
+        was = before.get(tid, (0.0, 0.0, 0))
+        total = spent.setdefault(tid, [0.0, 0.0, 0.0])
+        for i in range(3):
+            total[i] += now[i] - was[i]
 
 
 def _report_threads(label: str, pid: int, spent: dict[int, list[float]], tokens: int) -> None:

@@ -45,7 +45,6 @@ def test_calls_posted_while_the_loop_is_busy_run_in_order_after_one_wakeup():
         outbox.post(lambda _: done.set(), None)
         await done.wait()
 
-    loop.set_debug(False)
     run_on(loop, main())
     assert seen == list(range(50))
     assert loop.wakeups == 1
