@@ -1,14 +1,15 @@
 """Where a lone request's time to first token goes inside the engine, step by step.
 
-``python -m bench.ttft_timeline MODEL_DIR [--requests 7]`` loads MODEL_DIR as our server does,
-starts an ``Engine`` (warm-up included) and sends requests one at a time, each waiting for the
-last: chat prompts that share the chat template's start, as a server's requests do. Three runs:
-fresh prompts (each a length of its own) with the prefix cache, the same without it, and one
-prompt sent again and again (every shape seen before). Per run it prints the medians of: time
-from submission to the first output on the event loop, from entering the batch to it, and the
-engine steps (``generator.next`` calls) between the two, with their median length. The floor
-beside them: mlx-lm's ``generate_step`` on the same prompts, its first token (same model, no
-engine, no prefix cache).
+``python -m bench.ttft_timeline MODEL_DIR [--requests 7] [--fold-first both]`` loads MODEL_DIR
+as our server does, starts an ``Engine`` (warm-up included) and sends requests one at a time,
+each waiting for the last: chat prompts that share the chat template's start, as a server's
+requests do. Three runs: fresh prompts (each a length of its own) with the prefix cache, the
+same without it, and one prompt sent again and again (every shape seen before). Per run it
+prints the medians of: time from submission to the first output on the event loop, from entering
+the batch to it, and the engine steps (``generator.next`` calls) between the two, with their
+median length. The floor beside them: mlx-lm's ``generate_step`` on the same prompts, its first
+token (same model, no engine, no prefix cache). ``--fold-first both`` runs each twice: the first
+token sampled from the prefill's pass, then from a pass of its own (``last_positions``).
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ def _prompts(tokenizer: Any, count: int, fresh: bool, offset: int = 0) -> list[l
 
 
 def run(model: Any, tokenizer: Any, label: str, prompts: list[list[int]],
-        prefix_cache: bool) -> None:
+        prefix_cache: bool, fold_first: bool | None = None) -> None:
     from triton_mlx.engine.engine import Engine
     from triton_mlx.engine.types import GenerationRequest, SamplingParams
 
     engine = Engine(lambda: (model, tokenizer), name=label, slots=4, max_queue=4,
-                    prefix_cache_bytes=(256 << 20) if prefix_cache else 0)
+                    prefix_cache_bytes=(256 << 20) if prefix_cache else 0,
+                    fold_first=fold_first)
     engine.start()
     engine.wait_loaded(600)
     steps: list[float] = []  # when each generator step returned (engine thread)
@@ -103,15 +105,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--requests", type=int, default=7)
+    parser.add_argument("--fold-first", choices=["auto", "on", "off", "both"], default="auto",
+                        help="first token from the prefill pass (the engine's default: on CUDA"
+                             " only); both: each run twice, folded first")
     args = parser.parse_args(argv)
     model, tokenizer, facts = load(args.model_dir.resolve(), "auto")
     print(f"{args.model_dir.name}: {facts}", flush=True)
-    run(model, tokenizer, "fresh prompts, prefix cache", _prompts(tokenizer, args.requests,
-                                                                  True), True)
-    run(model, tokenizer, "fresh prompts, no prefix cache", _prompts(tokenizer, args.requests,
-                                                                     True), False)
-    run(model, tokenizer, "one prompt again and again", _prompts(tokenizer, args.requests,
-                                                                 False), True)
+    folds = {"auto": [None], "on": [True], "off": [False], "both": [True, False]}
+    for fold in folds[args.fold_first]:
+        tag = "" if fold is None else (", folded" if fold else ", unfolded")
+        for label, fresh, cache in (("fresh prompts, prefix cache", True, True),
+                                    ("fresh prompts, no prefix cache", True, False),
+                                    ("one prompt again and again", False, True)):
+            run(model, tokenizer, label + tag, _prompts(tokenizer, args.requests, fresh),
+                cache, fold)
     # Other words than the runs above, so that the raw floor meets lengths of its own.
     raw_floor(model, "generate_step, fresh prompts", _prompts(tokenizer, args.requests, True,
                                                                offset=3))

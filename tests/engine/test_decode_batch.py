@@ -113,7 +113,8 @@ def test_logprobs_rows_carry_the_token_value_and_top_alternatives(loaded):
     for (token, (value, top)), (token0, (value0, top0)), (want, vector) in zip(
             got[uid_top], got[uid_zero], expected, strict=True):
         assert token == token0 == want
-        assert math.isclose(value, vector[want].item(), abs_tol=1e-4) and value == value0
+        assert math.isclose(value, vector[want].item(), abs_tol=1e-4)
+        assert math.isclose(value, value0, abs_tol=1e-5)  # rows of one batch: equal up to BLAS
         assert top0 == [] and len(top) == 3
         best = sorted(range(vector.size), key=lambda i: -vector[i].item())[:3]
         assert [i for i, _ in top] == best and top[0][1] == value  # greedy: the best one

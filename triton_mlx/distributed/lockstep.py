@@ -87,6 +87,7 @@ class LockstepEngine(Engine):
 
     def __init__(self, load: Any, *, world: World, announce: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
+        kwargs.setdefault("fold_first", False)  # its check would be a collective pass
         super().__init__(load, **kwargs)
         self.world = world
         self.channel = Channel(world.group, world.leader)

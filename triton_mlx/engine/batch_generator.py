@@ -29,14 +29,17 @@ from triton_mlx.engine.types import GenerationRequest
 
 
 def new_generator(model: Any, eos_ids: list[int], slots: int, prefill_step_size: int,
-                  stream: Any, pad_prompts: bool = False) -> ConstrainedGenerator:
+                  stream: Any, pad_prompts: bool = False,
+                  fold_first: bool = False) -> ConstrainedGenerator:
     """A generator that decodes up to ``slots`` sequences at once and prefills prompts in
     chunks of ``prefill_step_size`` tokens between decode steps; ``pad_prompts``: to the
-    lengths of ``prompt_shapes`` (on CUDA)."""
+    lengths of ``prompt_shapes`` (on CUDA); ``fold_first``: a prompt's first token sampled
+    from its last prefill pass (``last_positions``)."""
     return ConstrainedGenerator(
         model,
         eos_ids=eos_ids,
         pad_prompts=pad_prompts,
+        fold_first=fold_first,
         stop_tokens=[[t] for t in eos_ids],
         completion_batch_size=slots,
         prefill_batch_size=slots,
@@ -51,8 +54,10 @@ def warm_up(generator: ConstrainedGenerator, prompt: list[int], batch_sizes: int
     of a lone prompt of each of ``prompt_lengths`` tokens, so that no request pays for kernel
     compilation, first allocations or a matrix shape's first use."""
     runs = [[prompt] * size for size in range(1, batch_sizes + 1)]
-    runs += [[(prompt * (length + 1))[:length + 1]] for length in prompt_lengths]
-    for prompts in runs:  # (a prompt's last token is its first decode step's input)
+    for length in prompt_lengths:  # prefilled: the prompt, or all but its last token
+        folded = generator.fold_first and length < generator.prefill_step_size
+        runs.append([(prompt * (length + 1))[:length if folded else length + 1]])
+    for prompts in runs:
         uids = set(generator.insert(prompts, max_tokens=[2] * len(prompts)))
         while uids:
             _, responses = generator.next()

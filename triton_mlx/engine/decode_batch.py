@@ -26,7 +26,9 @@ bound by the host launching its kernels, so every per-row operation costs time. 
 The step is pipelined as mlx-lm's is: step N+1 is dispatched before step N's tokens are read, so
 the host builds the next graph while the device computes. A batch begun from nothing (an idle
 engine's first arrivals) reads its first tokens at once instead (``read_now``): one engine step
-less to the first token, for one step without that overlap. A row's own code (a seeded sampler,
+less to the first token, for one step without that overlap. A batch whose prompts' last tokens
+went in with their prefill (``first_logits``: ``grammar_batch``'s folding) samples its first
+tokens from that pass's logits instead of a pass of its own. A row's own code (a seeded sampler,
 processors of its own) runs under its ``FaultTrap``; a grammar masks its rows through
 ``Constraints``.
 """
@@ -72,7 +74,8 @@ class DecodeBatch:
 
     def __init__(self, model: Any, settings: dict[int, RowSettings], uids: list[int],
                  inputs: mx.array, prompt_cache: list[Any], tokens: list[list[int]],
-                 max_tokens: list[int], *, eos_ids: list[int], constraints: Any = None) -> None:
+                 max_tokens: list[int], *, eos_ids: list[int], constraints: Any = None,
+                 first_logits: mx.array | None = None) -> None:
         self.model = model
         self.uids = uids
         self.prompt_cache = prompt_cache
@@ -94,8 +97,8 @@ class DecodeBatch:
         self._read_ahead = False  # the tokens dispatched last were read already (``read_now``)
         self._lone = False
         self._plan: StepPlan | None = None
-        if uids:
-            self._step(first=True)
+        if uids:  # ``first_logits``: the prefill's, its last tokens in cache and in ``tokens``
+            self._step(first=True, logits=first_logits)
 
     @classmethod
     def empty(cls, model: Any, settings: dict[int, RowSettings], eos_ids: list[int],
@@ -240,18 +243,22 @@ class DecodeBatch:
             self.filter(keep)
         return results
 
-    def _step(self, first: bool = False,
+    def _step(self, first: bool = False, logits: mx.array | None = None,
               ) -> tuple[list[int], dict[int, Logprob]]:
         """Dispatch the next tokens' computation; read the ones dispatched last time. A row's
-        first step (``first``) samples its first token; later ones, with one token sampled and
-        not yet read."""
+        first step (``first``) samples its first token, from ``logits`` when the prefill
+        computed them (folded: the prompts' last tokens were fed already); later ones, with one
+        token sampled and not yet read."""
         inputs = self._next_tokens
         pending_logprobs = self._next_logprobs
         plan = self._plan = self._plan or StepPlan(self._rows, self._eos_ids)
 
-        logits = self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :]
+        folded = logits is not None
+        if not folded:
+            logits = self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :]
         unread = 0 if first or self._read_ahead else 1  # tokens sampled, not yet counted
-        logits, changed = self._process(plan, inputs, logits, unread, generated=not first)
+        logits, changed = self._process(plan, inputs, logits, unread, generated=not first,
+                                        fed=not folded)
         if self.constraints is not None:  # the one grammar mask of the step
             logits = self.constraints.apply(self.uids, inputs, logits)
         sampled = self._sample(plan, logits)
@@ -262,19 +269,21 @@ class DecodeBatch:
                                              for a in arrays))
         mx.eval(inputs, *(a for _, arrays in pending_logprobs for a in arrays))
         tokens = inputs.tolist()
-        for history, token in zip(self.tokens, tokens, strict=True):
-            history.append(token)
+        if not folded:
+            for history, token in zip(self.tokens, tokens, strict=True):
+                history.append(token)
         if self._read_ahead:  # ``read_now`` returned this step's inputs already
             self._read_ahead = False
             return [], {}
         return tokens, _read_logprobs(pending_logprobs)
 
-    def _process(self, plan: StepPlan, inputs: mx.array, logits: mx.array,
-                 unread: int, generated: bool) -> tuple[mx.array, list[mx.array]]:
+    def _process(self, plan: StepPlan, inputs: mx.array, logits: mx.array, unread: int,
+                 generated: bool, fed: bool = True) -> tuple[mx.array, list[mx.array]]:
         """Logit bias, penalties, rows' own processors and ``min_tokens`` on the batch's logits
         (``unread``: tokens each row has sampled that ``next`` has not counted yet;
-        ``generated``: the inputs are generated tokens, not a prompt's last); also the token
-        histories this step changes, to evaluate with it."""
+        ``generated``: the inputs are generated tokens, not a prompt's last; ``fed``: they are
+        new to the rows' histories, not fed with the prefill); also the token histories this
+        step changes, to evaluate with it."""
         if plan.bias is not None:
             rows, ids, values = plan.bias
             logits = logits.at[rows, ids].add(values.astype(logits.dtype))
@@ -282,16 +291,20 @@ class DecodeBatch:
         if plan.stacked_rows:
             stack = self._penalty_stack(plan, logits.shape[-1])
             if len(plan.stacked_rows) == len(self.uids):
-                stack.record(inputs, generated=generated)
+                if fed:
+                    stack.record(inputs, generated=generated)
                 logits = stack.apply(logits)
             else:
-                stack.record(inputs[plan.stacked_index], generated=generated)
+                if fed:
+                    stack.record(inputs[plan.stacked_index], generated=generated)
                 logits[plan.stacked_index] = stack.apply(logits[plan.stacked_index])
             changed += stack.arrays()
         if plan.processor_rows:
             processed = []
             for i in plan.processor_rows:
-                context = self._contexts[i].update_and_fetch(inputs[i : i + 1])
+                context = self._contexts[i]
+                context = (context.update_and_fetch(inputs[i : i + 1]) if fed
+                           else context.tokens)
                 changed.append(context)
                 row = logits[i : i + 1]
                 for processor in self._rows[i].processors:

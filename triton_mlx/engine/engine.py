@@ -15,10 +15,12 @@ The loop. Each turn applies the inbox's commands, runs one embedding pass if any
 run, while their KV caches fit the memory budget; up to ``max_queue`` more wait in FIFO order;
 past that ``submit`` raises ``QueueFullError``), then runs one generation step. Prompts are
 prefilled in chunks of ``prefill_step_size`` tokens between decode steps, so a long prompt
-never stalls the running streams for long. A prompt starts from the longest cached prefix
-(``PrefixCache``), and the ``n`` choices of one request prefill once: the others fork the
-first one's prompt cache. A cancelled sequence leaves the batch at the next step. A sequence
-whose own code fails (``FaultTrap``) fails alone; a failing step fails the batch.
+never stalls the running streams for long; on CUDA its first token is sampled from the last
+chunk's pass (``last_positions``), not from a pass of its own at the next step. A prompt
+starts from the longest cached prefix (``PrefixCache``), and the ``n`` choices of one request
+prefill once: the others fork the first one's prompt cache. A cancelled sequence leaves the
+batch at the next step. A sequence whose own code fails (``FaultTrap``) fails alone; a failing
+step fails the batch.
 
 End of sequence. The batch generator stops a sequence at an end-of-sequence token, except with
 ``ignore_eos``; ``min_tokens`` masks those tokens until then (``decode_batch``), and stop
@@ -39,7 +41,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from triton_mlx.engine import batch_generator, prompt_shapes
+from triton_mlx.engine import batch_generator, last_positions, prompt_shapes
 from triton_mlx.engine.constraints import GrammarCache
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.embedding_lane import EmbeddingLane
@@ -93,6 +95,7 @@ class Engine(ModelThread):
         memory_budget_bytes: int | None = None,
         prefix_cache_bytes: int = 0,
         pad_prompts: bool | None = None,
+        fold_first: bool | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -102,6 +105,7 @@ class Engine(ModelThread):
         self._load = load
         self._prefill_step_size = prefill_step_size
         self._pad_prompts = pad_prompts  # prefill padded (prompt_shapes); None: on CUDA only
+        self._fold_first = fold_first  # first token from the prefill pass; None: on CUDA only
         self._warmup = warmup
         self._memory_budget = memory_budget_bytes
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -251,6 +255,9 @@ class Engine(ModelThread):
         self._grammars = GrammarCache(self._tokenizer, self._eos_ids)
         if self._pad_prompts is None:
             self._pad_prompts = on_gpu and on_cuda()
+        if self._fold_first is None:
+            self._fold_first = on_gpu and on_cuda()
+        self._fold_first = self._fold_first and last_positions.supported(self._model)
         self._generator = self._new_generator()
         self.prefix_cache.watch_model(self._model)
         if self._warmup:  # on a GPU each batch size compiles once; a CPU compiles nothing
@@ -266,7 +273,7 @@ class Engine(ModelThread):
     def _new_generator(self) -> Any:
         return batch_generator.new_generator(self._model, self._eos_ids, self.slots,
                                              self._prefill_step_size, self._stream,
-                                             self._pad_prompts)
+                                             self._pad_prompts, self._fold_first)
 
     def _count_embedded(self, tokens: int) -> None:
         self.prompt_tokens += tokens
