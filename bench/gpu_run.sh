@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU benchmark, run ON the lent GPU machine (see README, Performance) after MLX's CUDA
 # backend is installed in /tmp/site by ../shared/gpu/device-install.sh. Needs the OpenAI SDK
-# wheels and the demo tokenizer carried in .gpuC/ (wheels/, tokenizer/).
+# wheels and the demo tokenizer carried in .gpuC/ (wheels/, tokenizer/), and llguidance's wheel,
+# which ../shared/gpu/prepare.sh does not stage: run `bash bench/gpu_run.sh --stage` HERE once
+# after prepare.sh (it adds the wheel to .gpuC/wheels; the server cannot start without it).
 #
 # Usage: bash bench/gpu_run.sh [--embeddings | --quantized] [python -m bench flags ...]
 #   (nothing)        the bench on random bf16 weights in Llama-3.2-1B's shape (/tmp/llama-1b-random)
@@ -30,6 +32,13 @@
 #   bash bench/gpu_run.sh --only-structured                      the structured case alone
 #   --quantized runs both models in one command: only with --only-single, or --sweep-repeats 3
 set -euo pipefail
+if [ "${1:-}" = "--stage" ]; then  # here, with PyPI: the run-time dependency prepare.sh lacks
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_35_x86_64 --platform manylinux_2_31_x86_64 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .gpuC/wheels \
+    "llguidance==$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("llguidance"))')"
+  exit 0
+fi
 python3 -m pip install -q --no-index --no-deps --target /tmp/site2 .gpuC/wheels/*.whl
 export PYTHONPATH=/tmp/site:/tmp/site2:$PWD HF_HUB_OFFLINE=1
 out=${OUT:-/tmp/out}
