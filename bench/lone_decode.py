@@ -6,9 +6,11 @@ by logit bias, as the bench's requests) with each of:
 
 - ``generate_step``: mlx-lm's single-sequence loop, the bench's reference;
 - ``generator``: our batch generator (``DecodeBatch``'s lone path) driven directly by this
-  thread, no engine thread, no event loop;
-- ``engine``: our ``Engine`` (its thread, the hand-off of each step's tokens to an asyncio loop,
-  detokenizing there), read by a coroutine that only counts;
+  thread, no engine thread, no event loop; with the model's own step, and (for mlx-lm's Llama
+  models) ``generator, compiled step`` with ``lone_step``'s;
+- ``engine``: our ``Engine`` (its thread, the hand-off of each step's tokens to an asyncio
+  loop, detokenizing there), read by a coroutine that only counts; ``--lone-compiled`` gives it
+  the compiled lone step (``lone_step``, off by default until measured on a GPU);
 - on CUDA also ``generate_step, MLX attention``: ``generate_step`` with MLX's own attention
   function instead of ``cuda_attention``'s wrapper (which every other system here goes through),
   to show what the wrapper costs a decode step.
@@ -35,8 +37,9 @@ from bench.workload import eos_ban, single_messages
 
 
 def generator_tps(model: Any, tokenizer: Any, prompt: list[int], tokens: int,
-                  bias: dict[int, float]) -> float:
-    """Decode tok/s of our batch generator with one sequence, driven from this thread."""
+                  bias: dict[int, float], step: Any = None) -> float:
+    """Decode tok/s of our batch generator with one sequence, driven from this thread
+    (``step``: its lone step from compiled pieces, ``lone_step.build``)."""
     import mlx.core as mx
 
     from triton_mlx.engine import batch_generator
@@ -45,7 +48,8 @@ def generator_tps(model: Any, tokenizer: Any, prompt: list[int], tokens: int,
 
     eos = sorted(tokenizer.eos_token_ids)
     generator = batch_generator.new_generator(model, eos, 4, 2048,
-                                              mx.default_stream(mx.default_device()))
+                                              mx.default_stream(mx.default_device()),
+                                              lone_step=step)
     request = GenerationRequest(prompt, tokens, SamplingParams(temperature=0, logit_bias=bias))
     vocab = batch_generator.vocab_size(model)
     batch_generator.insert(generator, request, None, 0, vocab, eos, GrammarCache(tokenizer, eos))
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--lone-compiled", action="store_true",
+                        help="the engine decodes a lone sequence with lone_step's compiled step")
     args = parser.parse_args(argv)
     model, tokenizer, facts = load(args.model_dir.resolve(), "auto")
     print(f"{args.model_dir.name}: {facts}", flush=True)
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     bias = {int(k): float(v) for k, v in eos_ban(tokenizer).items()}
     processors = make_logits_processors(logit_bias=bias)
     engine = Engine(lambda: (model, tokenizer), name="lone", slots=4, max_queue=4,
-                    prefix_cache_bytes=0)
+                    prefix_cache_bytes=0, lone_compiled=args.lone_compiled)
     engine.start()
     engine.wait_loaded(600)
     systems = {
@@ -104,6 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         "generator": lambda p: generator_tps(model, tokenizer, p, args.max_tokens, bias),
         "engine": lambda p: engine_tps(engine, p, args.max_tokens, bias),
     }
+    from triton_mlx.engine import lone_step
+
+    compiled = lone_step.build(model)
+    if compiled is not None:
+        systems["generator, compiled step"] = lambda p: generator_tps(
+            model, tokenizer, p, args.max_tokens, bias, compiled)
     from triton_mlx.engine import cuda_attention
 
     if cuda_attention._fused is not None:

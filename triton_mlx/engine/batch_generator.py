@@ -29,17 +29,19 @@ from triton_mlx.engine.types import GenerationRequest
 
 
 def new_generator(model: Any, eos_ids: list[int], slots: int, prefill_step_size: int,
-                  stream: Any, pad_prompts: bool = False,
-                  fold_first: bool = False) -> ConstrainedGenerator:
+                  stream: Any, pad_prompts: bool = False, fold_first: bool = False,
+                  lone_step: Any = None) -> ConstrainedGenerator:
     """A generator that decodes up to ``slots`` sequences at once and prefills prompts in
     chunks of ``prefill_step_size`` tokens between decode steps; ``pad_prompts``: to the
     lengths of ``prompt_shapes`` (on CUDA); ``fold_first``: a prompt's first token sampled
-    from its last prefill pass (``last_positions``)."""
+    from its last prefill pass (``last_positions``); ``lone_step``: a lone sequence's decode
+    step from compiled pieces (``lone_step.build``)."""
     return ConstrainedGenerator(
         model,
         eos_ids=eos_ids,
         pad_prompts=pad_prompts,
         fold_first=fold_first,
+        lone_step=lone_step,
         stop_tokens=[[t] for t in eos_ids],
         completion_batch_size=slots,
         prefill_batch_size=slots,

@@ -21,7 +21,9 @@ bound by the host launching its kernels, so every per-row operation costs time. 
   value and top alternatives in one gather, computed with the step;
 - a lone sequence decodes on plain per-layer caches (mlx-lm's ``KVCache``: no mask, scalar
   offsets), which is ``generate_step``'s own path; the caches become batch caches again when
-  another sequence joins. Only models whose caches are all ``BatchKVCache`` go lone.
+  another sequence joins. Only models whose caches are all ``BatchKVCache`` go lone. Given a
+  ``lone_step`` (mlx-lm's Llama models; the engine's ``lone_compiled``), a lone row's step
+  runs each layer's work between two cache updates as one compiled call.
 
 The step is pipelined as mlx-lm's is: step N+1 is dispatched before step N's tokens are read, so
 the host builds the next graph while the device computes. A batch begun from nothing (an idle
@@ -75,8 +77,9 @@ class DecodeBatch:
     def __init__(self, model: Any, settings: dict[int, RowSettings], uids: list[int],
                  inputs: mx.array, prompt_cache: list[Any], tokens: list[list[int]],
                  max_tokens: list[int], *, eos_ids: list[int], constraints: Any = None,
-                 first_logits: mx.array | None = None) -> None:
+                 first_logits: mx.array | None = None, lone_step: Any = None) -> None:
         self.model = model
+        self.lone_step = lone_step  # a lone row's step from compiled pieces (``lone_step``)
         self.uids = uids
         self.prompt_cache = prompt_cache
         self.tokens = tokens
@@ -102,9 +105,9 @@ class DecodeBatch:
 
     @classmethod
     def empty(cls, model: Any, settings: dict[int, RowSettings], eos_ids: list[int],
-              constraints: Any = None) -> DecodeBatch:
+              constraints: Any = None, lone_step: Any = None) -> DecodeBatch:
         return cls(model, settings, [], mx.array([], dtype=mx.uint32), [], [], [],
-                   eos_ids=eos_ids, constraints=constraints)
+                   eos_ids=eos_ids, constraints=constraints, lone_step=lone_step)
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -255,7 +258,9 @@ class DecodeBatch:
 
         folded = logits is not None
         if not folded:
-            logits = self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :]
+            step = self.lone_step if self._lone else None
+            logits = (step(inputs[:, None], self.prompt_cache) if step is not None
+                      else self.model(inputs[:, None], cache=self.prompt_cache)[:, -1, :])
         unread = 0 if first or self._read_ahead else 1  # tokens sampled, not yet counted
         logits, changed = self._process(plan, inputs, logits, unread, generated=not first,
                                         fed=not folded)

@@ -41,7 +41,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from triton_mlx.engine import batch_generator, last_positions, prompt_shapes
+from triton_mlx.engine import batch_generator, last_positions, lone_step, prompt_shapes
 from triton_mlx.engine.constraints import GrammarCache
 from triton_mlx.engine.detokenizer import Decoder, IncrementalDetokenizer
 from triton_mlx.engine.embedding_lane import EmbeddingLane
@@ -96,6 +96,7 @@ class Engine(ModelThread):
         prefix_cache_bytes: int = 0,
         pad_prompts: bool | None = None,
         fold_first: bool | None = None,
+        lone_compiled: bool = False,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -106,6 +107,8 @@ class Engine(ModelThread):
         self._prefill_step_size = prefill_step_size
         self._pad_prompts = pad_prompts  # prefill padded (prompt_shapes); None: on CUDA only
         self._fold_first = fold_first  # first token from the prefill pass; None: on CUDA only
+        self._lone_compiled = lone_compiled  # lone decode step compiled: off until measured
+        self._lone_step: Any = None
         self._warmup = warmup
         self._memory_budget = memory_budget_bytes
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -253,11 +256,12 @@ class Engine(ModelThread):
         self._decoder = fast_decoder(self._tokenizer)
         self._eos_ids = sorted(self._tokenizer.eos_token_ids)
         self._grammars = GrammarCache(self._tokenizer, self._eos_ids)
-        if self._pad_prompts is None:
-            self._pad_prompts = on_gpu and on_cuda()
-        if self._fold_first is None:
-            self._fold_first = on_gpu and on_cuda()
-        self._fold_first = self._fold_first and last_positions.supported(self._model)
+        cuda = on_gpu and on_cuda()  # where these two default to on (their modules say why)
+        self._pad_prompts = cuda if self._pad_prompts is None else self._pad_prompts
+        self._fold_first = (cuda if self._fold_first is None else self._fold_first
+                            ) and last_positions.supported(self._model)
+        if self._lone_compiled:
+            self._lone_step = lone_step.build(self._model)
         self._generator = self._new_generator()
         self.prefix_cache.watch_model(self._model)
         if self._warmup:  # on a GPU each batch size compiles once; a CPU compiles nothing
@@ -273,7 +277,8 @@ class Engine(ModelThread):
     def _new_generator(self) -> Any:
         return batch_generator.new_generator(self._model, self._eos_ids, self.slots,
                                              self._prefill_step_size, self._stream,
-                                             self._pad_prompts, self._fold_first)
+                                             self._pad_prompts, self._fold_first,
+                                             self._lone_step)
 
     def _count_embedded(self, tokens: int) -> None:
         self.prompt_tokens += tokens

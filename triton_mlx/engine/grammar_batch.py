@@ -67,7 +67,7 @@ class ConstrainedGenerator(BatchGenerator):
     """A ``BatchGenerator`` over ``DecodeBatch``, whose sequences may each carry a grammar."""
 
     def __init__(self, model: Any, *, eos_ids: list[int], pad_prompts: bool = False,
-                 fold_first: bool = False, **kwargs: Any) -> None:
+                 fold_first: bool = False, lone_step: Any = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.fold_first = fold_first
         """Sample a prompt's first token from its last prefill pass (``_next_folding``); only
@@ -78,7 +78,7 @@ class ConstrainedGenerator(BatchGenerator):
             self.model, self.sampler, prefill_step_size=self.prefill_step_size)
         self._prompt_batch.wire(self.settings, eos_ids, self.constraints, pad_prompts)
         self._generation_batch = DecodeBatch.empty(self.model, self.settings, eos_ids,
-                                                   self.constraints)
+                                                   self.constraints, lone_step)
 
     def register(self, uid: int, settings: RowSettings) -> None:
         """Sequence ``uid`` (just inserted) decodes with ``settings``."""
