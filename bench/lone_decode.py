@@ -9,8 +9,8 @@ by logit bias, as the bench's requests) with each of:
   thread, no engine thread, no event loop; with the model's own step, and (for mlx-lm's Llama
   models) ``generator, compiled step`` with ``lone_step``'s;
 - ``engine``: our ``Engine`` (its thread, the hand-off of each step's tokens to an asyncio
-  loop, detokenizing there), read by a coroutine that only counts; ``--lone-compiled`` gives it
-  the compiled lone step (``lone_step``, off by default until measured on a GPU);
+  loop, detokenizing there), read by a coroutine that only counts; at its defaults (the
+  compiled lone step on the CPU only), or with ``--lone-compiled on|off``;
 - on CUDA also ``generate_step, MLX attention``: ``generate_step`` with MLX's own attention
   function instead of ``cuda_attention``'s wrapper (which every other system here goes through),
   to show what the wrapper costs a decode step.
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--lone-compiled", action="store_true",
-                        help="the engine decodes a lone sequence with lone_step's compiled step")
+    parser.add_argument("--lone-compiled", choices=["auto", "on", "off"], default="auto",
+                        help="the engine's lone step from compiled pieces (lone_step)")
     args = parser.parse_args(argv)
     model, tokenizer, facts = load(args.model_dir.resolve(), "auto")
     print(f"{args.model_dir.name}: {facts}", flush=True)
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     bias = {int(k): float(v) for k, v in eos_ban(tokenizer).items()}
     processors = make_logits_processors(logit_bias=bias)
     engine = Engine(lambda: (model, tokenizer), name="lone", slots=4, max_queue=4,
-                    prefix_cache_bytes=0, lone_compiled=args.lone_compiled)
+                    prefix_cache_bytes=0,
+                    lone_compiled={"auto": None, "on": True, "off": False}[args.lone_compiled])
     engine.start()
     engine.wait_loaded(600)
     systems = {

@@ -9,6 +9,7 @@ import math
 
 import mlx.core as mx
 import pytest
+from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import load
 
 from tests.engine.steps import collect
@@ -73,22 +74,24 @@ def test_a_lone_row_decodes_as_with_the_models_own_step(loaded, step, monkeypatc
                 assert [i for i, _ in logprob[1]] == [i for i, _ in expected[1]]
 
 
-def test_the_compiled_step_gives_the_models_logits(loaded, step):
-    """One step on a prompt's cache, both ways, and the offset moves on alike."""
-    from mlx_lm.models.cache import make_prompt_cache
-
-    model, tokenizer = loaded
+def both_ways(model, tokenizer, step, steps):
+    """(the model's own logits, the compiled step's) for ``steps`` greedy steps after a prompt,
+    each on a cache of its own; asserts the caches move on alike."""
     prompt = mx.array([tokenizer.encode("The capital of France is")])
     caches = [make_prompt_cache(model), make_prompt_cache(model)]
     for cache in caches:
         model(prompt, cache=cache)
     token = mx.array([[42]])
-    for _ in range(3):
+    for _ in range(steps):
         own = model(token, cache=caches[0])[:, -1, :]
-        fast = step(token, caches[1])
-        assert mx.allclose(own, fast, atol=1e-4).item()
+        yield own, step(token, caches[1])
         assert caches[0][0].offset == caches[1][0].offset
         token = mx.argmax(own, axis=-1)[:, None]
+
+
+def test_the_compiled_step_gives_the_models_logits(loaded, step):
+    for own, fast in both_ways(*loaded, step, 3):
+        assert mx.allclose(own, fast, atol=1e-4).item()
 
 
 class _NotLlama:
@@ -137,3 +140,21 @@ def test_an_engine_with_the_compiled_step_streams_the_same_text(tiny_repository)
         finally:
             engine.stop()
     assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize("form", ["bfloat16", "4-bit"])
+def test_bfloat16_and_quantized_llamas_step_alike(tiny_repository, form):
+    """What users serve: half-precision weights, and 4-bit ones (``QuantizedLinear``); on this
+    CPU the compiled step's tokens and logits are the model's own."""
+    import mlx.nn as nn
+
+    model, tokenizer = load(str(tiny_repository / "tiny"))
+    if form == "bfloat16":
+        model.set_dtype(mx.bfloat16)
+    else:
+        nn.quantize(model, group_size=32, bits=4)
+    step = lone_step.build(model)
+    assert step is not None
+    for own, fast in both_ways(model, tokenizer, step, 20):
+        assert mx.array_equal(mx.argmax(own, axis=-1), mx.argmax(fast, axis=-1)).item()
+        assert mx.allclose(own.astype(mx.float32), fast.astype(mx.float32), atol=1e-2).item()

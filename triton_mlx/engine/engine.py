@@ -96,7 +96,7 @@ class Engine(ModelThread):
         prefix_cache_bytes: int = 0,
         pad_prompts: bool | None = None,
         fold_first: bool | None = None,
-        lone_compiled: bool = False,
+        lone_compiled: bool | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -107,7 +107,7 @@ class Engine(ModelThread):
         self._prefill_step_size = prefill_step_size
         self._pad_prompts = pad_prompts  # prefill padded (prompt_shapes); None: on CUDA only
         self._fold_first = fold_first  # first token from the prefill pass; None: on CUDA only
-        self._lone_compiled = lone_compiled  # lone decode step compiled: off until measured
+        self._lone_compiled = lone_compiled  # lone step compiled; None: on the CPU (measured)
         self._lone_step: Any = None
         self._warmup = warmup
         self._memory_budget = memory_budget_bytes
@@ -260,7 +260,7 @@ class Engine(ModelThread):
         self._pad_prompts = cuda if self._pad_prompts is None else self._pad_prompts
         self._fold_first = (cuda if self._fold_first is None else self._fold_first
                             ) and last_positions.supported(self._model)
-        if self._lone_compiled:
+        if not on_gpu if self._lone_compiled is None else self._lone_compiled:
             self._lone_step = lone_step.build(self._model)
         self._generator = self._new_generator()
         self.prefix_cache.watch_model(self._model)
@@ -295,6 +295,7 @@ class Engine(ModelThread):
         self._fail_all(unloaded)
         self._embeddings.fail_all(unloaded)
         self._generator = None
+        self._lone_step = None  # its compiled pieces hold the model's layers
         self._model = None
 
     # ----- engine thread: the loop -----
