@@ -7,7 +7,7 @@ by logit bias, as the bench's requests) with each of:
 - ``generate_step``: mlx-lm's single-sequence loop, the bench's reference;
 - ``generator``: our batch generator (``DecodeBatch``'s lone path) driven directly by this
   thread, no engine thread, no event loop; with the model's own step, and (for mlx-lm's Llama
-  models) ``generator, compiled step`` with ``lone_step``'s;
+  and Qwen models) ``generator, compiled step`` with ``lone_step``'s;
 - ``engine``: our ``Engine`` (its thread, the hand-off of each step's tokens to an asyncio
   loop, detokenizing there), read by a coroutine that only counts; at its defaults (the
   compiled lone step on the CPU only), or with ``--lone-compiled on|off``;

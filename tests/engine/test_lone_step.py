@@ -158,3 +158,21 @@ def test_bfloat16_and_quantized_llamas_step_alike(tiny_repository, form):
     for own, fast in both_ways(model, tokenizer, step, 20):
         assert mx.array_equal(mx.argmax(own, axis=-1), mx.argmax(fast, axis=-1)).item()
         assert mx.allclose(own.astype(mx.float32), fast.astype(mx.float32), atol=1e-2).item()
+
+
+@pytest.mark.parametrize(("family", "compiled"), [
+    ("llama", True), ("mistral", True), ("qwen2", True), ("qwen3", True),
+    ("phi3", False), ("gemma3", False), ("mixtral", False),
+])
+def test_which_families_get_the_compiled_step(tmp_path, family, compiled):
+    """Llama, Mistral, Qwen2 and Qwen3 step alike compiled or not; other families (their own
+    layers, sliding windows, experts) keep the model's own step."""
+    from tests.tiny_families import build_family_model
+
+    model, tokenizer = load(str(build_family_model(tmp_path / family, family)))
+    step = lone_step.build(model)
+    assert (step is not None) is compiled
+    if step is not None:
+        for own, fast in both_ways(model, tokenizer, step, 8):
+            assert mx.array_equal(mx.argmax(own, axis=-1), mx.argmax(fast, axis=-1)).item()
+            assert mx.allclose(own, fast, atol=1e-4).item()

@@ -22,8 +22,8 @@ bound by the host launching its kernels, so every per-row operation costs time. 
 - a lone sequence decodes on plain per-layer caches (mlx-lm's ``KVCache``: no mask, scalar
   offsets), which is ``generate_step``'s own path; the caches become batch caches again when
   another sequence joins. Only models whose caches are all ``BatchKVCache`` go lone. Given a
-  ``lone_step`` (mlx-lm's Llama models; the engine's ``lone_compiled``), a lone row's step
-  runs each layer's work between two cache updates as one compiled call.
+  ``lone_step`` (mlx-lm's Llama and Qwen models; the engine's ``lone_compiled``), a lone
+  row's step runs each layer's work between two cache updates as one compiled call.
 
 The step is pipelined as mlx-lm's is: step N+1 is dispatched before step N's tokens are read, so
 the host builds the next graph while the device computes. A batch begun from nothing (an idle

@@ -1,4 +1,4 @@
-"""A lone sequence's decode step for mlx-lm's Llama models, from compiled pieces.
+"""A lone sequence's decode step for mlx-lm's Llama and Qwen models, from compiled pieces.
 
 Why. A batch-of-one decode step is bound by the host building its graph, not by the device: a
 16-layer Llama creates ~400 MLX operations from Python per token (norms, projections, reshapes,
@@ -10,10 +10,12 @@ next layer's norm, projections and rotary embedding) depends only on arrays, so 
 Only the cache update (a slice assignment at a Python offset) and the attention stay outside.
 Building a step of a 16-layer Llama took 4.4 ms stock and 2.8 ms this way on a 2-core CPU.
 
-Where. Only for mlx-lm's ``llama`` models (Llama, Mistral and their kin), every layer exactly
-its ``TransformerBlock`` with plain or quantized linear layers (a model split across ranks has
-other ones), no sliding-window layers, decoding on plain ``KVCache``s; ``build`` checks the
-classes and then that one step gives the model's own logits, or returns None.
+Where. Only for mlx-lm's ``llama`` (Llama, Mistral and their kin), ``qwen2`` and ``qwen3``
+models, whose layers share one shape (Qwen3 adds a norm on each head's queries and keys): every
+layer exactly its module's ``TransformerBlock`` with plain or quantized linear layers (a model
+split across ranks has other ones), no sliding-window layers, decoding on plain ``KVCache``s;
+``build`` checks the classes and then that one step gives the model's own logits, or returns
+None.
 
 Measured (``python -m bench.lone_decode MODEL --rounds 5 --max-tokens 128``, 2-core CPU, per
 round against ``generate_step``): the demo SmolLM2-135M 1.20x against the stock step's 1.07x; a
@@ -30,7 +32,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models import llama
+from mlx_lm.models import llama, qwen2, qwen3
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 logger = logging.getLogger("triton_mlx.engine")
@@ -38,15 +40,21 @@ logger = logging.getLogger("triton_mlx.engine")
 __all__ = ["LoneStep", "build"]
 
 _LINEAR = (nn.Linear, nn.QuantizedLinear)
+_MODULES = {llama.Model: llama, qwen2.Model: qwen2, qwen3.Model: qwen3}
+"""The architectures whose layers ``_attention_inputs`` and ``_layer_output`` reproduce."""
 
 
 def _attention_inputs(layer: Any, x: mx.array, offset: mx.array) -> tuple[mx.array, ...]:
-    """The layer's queries, keys and values for one token: norm, projections, rotary."""
+    """The layer's queries, keys and values for one token: norm, projections, (Qwen3: each
+    head's norm), rotary."""
     attention = layer.self_attn
     h = layer.input_layernorm(x)
-    q = attention.q_proj(h).reshape(1, 1, attention.n_heads, -1).transpose(0, 2, 1, 3)
-    k = attention.k_proj(h).reshape(1, 1, attention.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    q = attention.q_proj(h).reshape(1, 1, attention.n_heads, -1)
+    k = attention.k_proj(h).reshape(1, 1, attention.n_kv_heads, -1)
     v = attention.v_proj(h).reshape(1, 1, attention.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    if isinstance(attention, qwen3.Attention):
+        q, k = attention.q_norm(q), attention.k_norm(k)
+    q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
     return attention.rope(q, offset=offset), attention.rope(k, offset=offset), v
 
 
@@ -72,7 +80,7 @@ def _last(layer: Any, norm: Any, head: Any, x: mx.array, attended: mx.array) -> 
 
 
 class LoneStep:
-    """``step(tokens (1, 1), caches) -> logits (1, vocabulary)`` for one Llama model."""
+    """``step(tokens (1, 1), caches) -> logits (1, vocabulary)`` for one model."""
 
     def __init__(self, model: Any) -> None:
         inner = model.model
@@ -98,12 +106,13 @@ class LoneStep:
 
 
 def _eligible(model: Any) -> bool:
-    if type(model) is not llama.Model or model.model.swa_idx is not None:
+    module = _MODULES.get(type(model))
+    if module is None or getattr(model.model, "swa_idx", None) is not None:
         return False
     for layer in model.model.layers:
         attention, mlp = layer.self_attn, layer.mlp
-        if (type(layer) is not llama.TransformerBlock or type(attention) is not llama.Attention
-                or type(mlp) is not llama.MLP):
+        if (type(layer) is not module.TransformerBlock or type(attention) is not module.Attention
+                or type(mlp) is not module.MLP):
             return False
         parts = (attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj,
                  mlp.gate_proj, mlp.up_proj, mlp.down_proj)
