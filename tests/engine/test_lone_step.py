@@ -176,3 +176,10 @@ def test_which_families_get_the_compiled_step(tmp_path, family, compiled):
         for own, fast in both_ways(model, tokenizer, step, 8):
             assert mx.array_equal(mx.argmax(own, axis=-1), mx.argmax(fast, axis=-1)).item()
             assert mx.allclose(own, fast, atol=1e-4).item()
+
+
+def test_a_pipeline_split_keeps_the_models_own_step(tiny_repository):
+    """A pipeline rank holds some of the layers and passes activations in its own step."""
+    model, _ = load(str(tiny_repository / "tiny"))
+    model.model.pipeline_size = 2
+    assert lone_step.build(model) is None

@@ -88,6 +88,7 @@ class LockstepEngine(Engine):
     def __init__(self, load: Any, *, world: World, announce: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
         kwargs.setdefault("fold_first", False)  # its check would be a collective pass
+        kwargs.setdefault("lone_compiled", False)  # the model's own step does the ranks' part
         super().__init__(load, **kwargs)
         self.world = world
         self.channel = Channel(world.group, world.leader)

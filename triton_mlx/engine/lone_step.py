@@ -107,9 +107,11 @@ class LoneStep:
 
 def _eligible(model: Any) -> bool:
     module = _MODULES.get(type(model))
-    if module is None or getattr(model.model, "swa_idx", None) is not None:
+    inner = getattr(model, "model", None)
+    if (module is None or getattr(inner, "swa_idx", None) is not None
+            or getattr(inner, "pipeline_size", 1) > 1):  # a pipeline's ranks pass activations
         return False
-    for layer in model.model.layers:
+    for layer in inner.layers:
         attention, mlp = layer.self_attn, layer.mlp
         if (type(layer) is not module.TransformerBlock or type(attention) is not module.Attention
                 or type(mlp) is not module.MLP):
