@@ -14,9 +14,9 @@ import mlx.core as mx
 import pytest
 from mlx_lm.utils import load
 
-from tests.engine.steps import collect
+from tests.engine.steps import at_each_processor_call, collect
 from tests.engine.test_decode_batch import EOS, GREEDY, alone, insert, request, run
-from triton_mlx.engine import batch_generator, last_positions, sampling
+from triton_mlx.engine import batch_generator, last_positions
 from triton_mlx.engine.engine import Engine
 from triton_mlx.engine.types import GenerationRequest, SamplingParams
 
@@ -105,15 +105,7 @@ def test_a_rows_own_processors_see_the_same_tokens_folded_or_not(loaded, monkeyp
     """A processor with the row's tokens so far (``TokenBuffer``) sees the whole prompt at the
     first token either way: fed with the prefill, or by the first decode step."""
     model, tokenizer = loaded
-    seen: list[list[int]] = []
-    real = sampling.make_logits_processors
-
-    def record(tokens, logits):
-        seen.append(tokens.tolist())
-        return logits
-
-    monkeypatch.setattr(sampling, "make_logits_processors",
-                        lambda params: [*real(params), record])
+    seen = at_each_processor_call(monkeypatch, lambda tokens: tokens.tolist())
     runs = []
     for fold in (True, False):
         gen = generator(model, fold)

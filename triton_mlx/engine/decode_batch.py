@@ -295,13 +295,13 @@ class DecodeBatch:
         changed = []
         if plan.stacked_rows:
             stack = self._penalty_stack(plan, logits.shape[-1])
-            if len(plan.stacked_rows) == len(self.uids):
-                if fed:
-                    stack.record(inputs, generated=generated)
+            whole = len(plan.stacked_rows) == len(self.uids)
+            if fed:
+                stack.record(inputs if whole else inputs[plan.stacked_index],
+                             generated=generated)
+            if whole:
                 logits = stack.apply(logits)
             else:
-                if fed:
-                    stack.record(inputs[plan.stacked_index], generated=generated)
                 logits[plan.stacked_index] = stack.apply(logits[plan.stacked_index])
             changed += stack.arrays()
         if plan.processor_rows:

@@ -260,8 +260,8 @@ class Engine(ModelThread):
         self._pad_prompts = cuda if self._pad_prompts is None else self._pad_prompts
         self._fold_first = (cuda if self._fold_first is None else self._fold_first
                             ) and last_positions.supported(self._model)
-        if not on_gpu if self._lone_compiled is None else self._lone_compiled:
-            self._lone_step = lone_step.build(self._model)
+        compiled = not on_gpu if self._lone_compiled is None else self._lone_compiled
+        self._lone_step = lone_step.build(self._model) if compiled else None
         self._generator = self._new_generator()
         self.prefix_cache.watch_model(self._model)
         if self._warmup:  # on a GPU each batch size compiles once; a CPU compiles nothing
